@@ -1,0 +1,161 @@
+r"""VLSA pre-training: the paper's configuration and smaller variants.
+
+    python -m vlsa_jax.main --config=configs/pretrain.py --workdir=DIR
+    python -m vlsa_jax.main --config=configs/pretrain.py:variant=tiny,batch_size=8 --workdir=DIR
+    python -m vlsa_jax.main --config=configs/pretrain.py --config.train.num_steps=100 --workdir=DIR
+
+Variants: `base` is the paper (ViT-B encoder 12x768x12, decoder 8x512x16, 8 frames
+of 224x224, a 256x256 spectrogram, 40 text tokens); `small` a ViT-S encoder on the
+same inputs; `tiny` a few-layer model on small inputs, for tests and laptops.
+Every field the code reads is declared here; the config is validated before any
+work starts (vlsa_jax/config_validation.py).
+"""
+import ml_collections
+
+from vlsa_jax import config_lib
+
+# Per-variant sizes: encoder, decoder and inputs.
+_VARIANTS = {
+    "base": dict(
+        width=768, depth=12, num_heads=12, mlp_dim=3072,
+        decoder_width=512, decoder_depth=8, decoder_num_heads=16, decoder_mlp_dim=2048,
+        num_frames=8, frame_size=224, video_patch=16,
+        audio_frames=256, audio_bins=256, audio_patch=16,
+        text_len=40, vocab_size=30522,
+    ),
+    "small": dict(
+        width=384, depth=12, num_heads=6, mlp_dim=1536,
+        decoder_width=256, decoder_depth=4, decoder_num_heads=8, decoder_mlp_dim=1024,
+        num_frames=8, frame_size=224, video_patch=16,
+        audio_frames=256, audio_bins=256, audio_patch=16,
+        text_len=40, vocab_size=30522,
+    ),
+    "tiny": dict(
+        width=64, depth=2, num_heads=4, mlp_dim=128,
+        decoder_width=32, decoder_depth=1, decoder_num_heads=4, decoder_mlp_dim=64,
+        num_frames=4, frame_size=32, video_patch=8,
+        audio_frames=32, audio_bins=32, audio_patch=8,
+        text_len=12, vocab_size=512,
+    ),
+}
+
+
+def get_config(arg=None):
+    """Returns the pre-training config; `arg` is `key=value,...` (see module docstring)."""
+    arg = config_lib.parse_arg(
+        arg, variant="base", batch_size=-1, num_steps=-1, fsdp=1, tensor=1)
+    if arg.variant not in _VARIANTS:
+        raise ValueError(f"variant={arg.variant!r} is not one of {sorted(_VARIANTS)}")
+    size = _VARIANTS[arg.variant]
+    tiny = arg.variant == "tiny"
+
+    config = ml_collections.ConfigDict()
+    config.variant = arg.variant
+    config.seed = 0
+    # Activation dtype; parameters, optimizer state, losses and softmax stay float32.
+    config.dtype = "float32"
+
+    config.model = ml_collections.ConfigDict()
+    config.model.width = size["width"]
+    config.model.depth = size["depth"]
+    config.model.num_heads = size["num_heads"]
+    config.model.mlp_dim = size["mlp_dim"]
+    config.model.decoder_width = size["decoder_width"]
+    config.model.decoder_depth = size["decoder_depth"]
+    config.model.decoder_num_heads = size["decoder_num_heads"]
+    config.model.decoder_mlp_dim = size["decoder_mlp_dim"]
+    config.model.layer_norm_eps = 1e-6
+    config.model.qkv_bias = True
+    config.model.init_std = 0.02
+    # 'none' | 'full' | 'dots' | 'dots_no_batch': what each scanned layer keeps for backward.
+    config.model.remat_policy = "none"
+    # 'xla' | 'cudnn' (flash attention on NVIDIA GPUs).
+    config.model.attention_impl = "xla"
+    # Modalities encoded together by the one shared encoder (paper Fig. 3): 'avt' |
+    # 'vt' | 'at' | 'av' | 'none'. The others get an encoder of their own.
+    config.model.joint_modalities = "avt"
+    # Modalities whose reconstructions share one decoder stack (paper Fig. 4).
+    config.model.decoder_sharing = "avt"
+
+    config.video = ml_collections.ConfigDict()
+    config.video.num_frames = size["num_frames"]
+    config.video.size = size["frame_size"]
+    config.video.patch = size["video_patch"]
+
+    config.audio = ml_collections.ConfigDict()
+    config.audio.frames = size["audio_frames"]  # spectrogram time frames
+    config.audio.bins = size["audio_bins"]  # spectrogram frequency bins
+    config.audio.patch = size["audio_patch"]
+
+    config.text = ml_collections.ConfigDict()
+    config.text.max_len = size["text_len"]
+    config.text.vocab_size = size["vocab_size"]
+    # bert-base-uncased ids: [PAD] 0, [CLS] 101, [SEP] 102, [MASK] 103.
+    config.text.mask_token_id = 103 if not tiny else 3
+    config.text.special_token_ids = (0, 101, 102, 103) if not tiny else (0, 1, 2, 3)
+
+    config.masking = ml_collections.ConfigDict()
+    config.masking.video_ratio = 0.75  # of each frame's patches, frames independently
+    config.masking.audio_ratio = 0.75
+    config.masking.text_ratio = 0.15  # BERT-style, in place: 80% [MASK], 10% random, 10% kept
+
+    config.loss = ml_collections.ConfigDict()
+    config.loss.lpmm = True  # local-patch masked modeling
+    config.loss.gam = True  # global audio matching: audio-video and audio-text
+    config.loss.vtm = False  # video-text matching (the baseline GAM replaces, App. E)
+    config.loss.lambda_global = 5.0
+    config.loss.temperature = 0.05
+    config.loss.learnable_temperature = False
+    config.loss.patch_reduction = "mean"  # 'mean' (MAE) | 'sum' (Eq. 5 literally)
+
+    config.gam = ml_collections.ConfigDict()
+    # 'unimodal': each modality encoded alone, as at retrieval; 'joint': pools of the LPMM pass.
+    config.gam.features = "unimodal"
+    config.gam.masked_inputs = True  # unimodal passes see the MAE-masked inputs (cheaper)
+
+    config.matching = ml_collections.ConfigDict()
+    config.matching.head = "pair_features"  # 'pair_features' | 'joint_pass'
+    config.matching.negatives = "random"  # 'random' | 'hard' (sampled by similarity)
+
+    config.data = ml_collections.ConfigDict()
+    config.data.source = "random"  # random tri-modal batches, until records are prepared
+    config.data.modalities = "avt"  # what the dataset carries
+
+    config.train = ml_collections.ConfigDict()
+    config.train.batch_size = (8 if tiny else 2048) if arg.batch_size == -1 else arg.batch_size
+    config.train.num_steps = (100 if tiny else 200_000) if arg.num_steps == -1 else arg.num_steps
+    # End this run early (time-sliced jobs); the schedule still follows num_steps. -1: never.
+    config.train.stop_after_steps = -1
+    config.train.log_every_steps = 10 if tiny else 50
+    config.train.on_nonfinite = "error"  # 'error' | 'skip' (drop the update, count it)
+
+    config.optim = ml_collections.ConfigDict()
+    config.optim.lr = 1e-3 if tiny else 1e-4
+    config.optim.weight_decay = 0.01
+    config.optim.b1 = 0.9
+    config.optim.b2 = 0.999
+    config.optim.warmup_steps = 10 if tiny else 2_500
+    config.optim.schedule = "cosine"  # 'cosine' | 'linear' | 'constant', after warmup
+    config.optim.grad_clip = 1.0  # global norm; 0 disables
+
+    config.mesh = ml_collections.ConfigDict()
+    config.mesh.data = -1  # -1: the devices the other axes leave
+    config.mesh.fsdp = arg.fsdp
+    config.mesh.tensor = arg.tensor
+    # Logical parameter axes -> mesh axes. Batches shard over ('data', 'fsdp').
+    config.mesh.logical_axis_rules = (
+        ("embed", "fsdp"),
+        ("mlp", "tensor"),
+        ("heads", "tensor"),
+        ("vocab", "tensor"),
+        ("kv", None),
+        ("patch", None),
+        ("layers", None),
+        ("positions", None),
+    )
+
+    config.checkpoint = ml_collections.ConfigDict()
+    config.checkpoint.every_steps = 50 if tiny else 1_000
+    config.checkpoint.keep = 3
+    config.checkpoint.async_save = True
+    return config

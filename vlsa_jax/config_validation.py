@@ -1,0 +1,390 @@
+"""Checks a run config before any work starts, naming the first field that is wrong.
+
+A typo in a command-line override, a batch that does not split over the mesh or
+a loss switched off by mistake should fail in a second, with the field named,
+rather than after compilation or hours into a run. `validate_config` checks, in
+order: the config's fields and their types, enumerations, ranges, divisibility,
+the device mesh and the batch, then combinations of settings.
+"""
+import math
+import numbers
+import typing
+from collections.abc import Sequence
+from typing import Any
+
+import ml_collections
+
+from vlsa_jax.models.transformer import ATTENTION_IMPLS, REMAT_POLICY_NAMES
+from vlsa_jax.models.vlsa import GROUPINGS, global_pairs, modalities_of, modality_groups
+
+MESH_AXES = ("data", "fsdp", "tensor")
+_AXIS_RULES = "mesh.logical_axis_rules"
+
+# Every field the code reads, with its type. An int is accepted where a float
+# is expected; a bool is never accepted as a number.
+_FIELD_TYPES: dict[str, Any] = {
+    "variant": str,
+    "seed": int,
+    "dtype": str,
+    "model.width": int,
+    "model.depth": int,
+    "model.num_heads": int,
+    "model.mlp_dim": int,
+    "model.decoder_width": int,
+    "model.decoder_depth": int,
+    "model.decoder_num_heads": int,
+    "model.decoder_mlp_dim": int,
+    "model.layer_norm_eps": float,
+    "model.qkv_bias": bool,
+    "model.init_std": float,
+    "model.remat_policy": str,
+    "model.attention_impl": str,
+    "model.joint_modalities": str,
+    "model.decoder_sharing": str,
+    "video.num_frames": int,
+    "video.size": int,
+    "video.patch": int,
+    "audio.frames": int,
+    "audio.bins": int,
+    "audio.patch": int,
+    "text.max_len": int,
+    "text.vocab_size": int,
+    "text.mask_token_id": int,
+    "text.special_token_ids": tuple[int, ...],
+    "masking.video_ratio": float,
+    "masking.audio_ratio": float,
+    "masking.text_ratio": float,
+    "loss.lpmm": bool,
+    "loss.gam": bool,
+    "loss.vtm": bool,
+    "loss.lambda_global": float,
+    "loss.temperature": float,
+    "loss.learnable_temperature": bool,
+    "loss.patch_reduction": str,
+    "gam.features": str,
+    "gam.masked_inputs": bool,
+    "matching.head": str,
+    "matching.negatives": str,
+    "data.source": str,
+    "data.modalities": str,
+    "train.batch_size": int,
+    "train.num_steps": int,
+    "train.stop_after_steps": int,
+    "train.log_every_steps": int,
+    "train.on_nonfinite": str,
+    "optim.lr": float,
+    "optim.weight_decay": float,
+    "optim.b1": float,
+    "optim.b2": float,
+    "optim.warmup_steps": int,
+    "optim.schedule": str,
+    "optim.grad_clip": float,
+    "mesh.data": int,
+    "mesh.fsdp": int,
+    "mesh.tensor": int,
+    "checkpoint.every_steps": int,
+    "checkpoint.keep": int,
+    "checkpoint.async_save": bool,
+}
+
+_CHOICES: dict[str, Sequence[str]] = {
+    "dtype": ("float32", "bfloat16"),
+    "model.remat_policy": REMAT_POLICY_NAMES,
+    "model.attention_impl": ATTENTION_IMPLS,
+    "model.joint_modalities": GROUPINGS,
+    "model.decoder_sharing": GROUPINGS,
+    "loss.patch_reduction": ("mean", "sum"),
+    "gam.features": ("unimodal", "joint"),
+    "matching.head": ("pair_features", "joint_pass"),
+    "matching.negatives": ("random", "hard"),
+    "data.source": ("random",),
+    "train.on_nonfinite": ("error", "skip"),
+    "optim.schedule": ("cosine", "linear", "constant"),
+}
+
+# (predicate, what it requires), shared by the fields of `_RANGES`.
+_POSITIVE = (lambda v: v > 0, "must be > 0")
+_NON_NEGATIVE = (lambda v: v >= 0, "must be >= 0")
+# A ratio of 1 would mask every token of a modality.
+_FRACTION = (lambda v: 0 <= v < 1, "must be in [0, 1)")
+_OPEN_UNIT = (lambda v: 0 < v < 1, "must be in (0, 1)")
+
+_RANGES = {
+    "model.width": _POSITIVE,
+    "model.depth": _POSITIVE,
+    "model.num_heads": _POSITIVE,
+    "model.mlp_dim": _POSITIVE,
+    "model.decoder_width": _POSITIVE,
+    "model.decoder_depth": _POSITIVE,
+    "model.decoder_num_heads": _POSITIVE,
+    "model.decoder_mlp_dim": _POSITIVE,
+    "model.layer_norm_eps": _POSITIVE,
+    "model.init_std": _POSITIVE,
+    "video.num_frames": _POSITIVE,
+    "video.size": _POSITIVE,
+    "video.patch": _POSITIVE,
+    "audio.frames": _POSITIVE,
+    "audio.bins": _POSITIVE,
+    "audio.patch": _POSITIVE,
+    "text.max_len": _POSITIVE,
+    "text.vocab_size": _POSITIVE,
+    "masking.video_ratio": _FRACTION,
+    "masking.audio_ratio": _FRACTION,
+    "masking.text_ratio": _FRACTION,
+    "loss.lambda_global": _NON_NEGATIVE,
+    "loss.temperature": _POSITIVE,
+    "train.batch_size": _POSITIVE,
+    "train.num_steps": _POSITIVE,
+    "train.log_every_steps": _POSITIVE,
+    "optim.lr": _POSITIVE,
+    "optim.weight_decay": _NON_NEGATIVE,
+    "optim.b1": _OPEN_UNIT,
+    "optim.b2": _OPEN_UNIT,
+    "optim.warmup_steps": _NON_NEGATIVE,
+    "optim.grad_clip": _NON_NEGATIVE,
+    "checkpoint.every_steps": _POSITIVE,
+    "checkpoint.keep": _POSITIVE,
+}
+
+# (field, divisor field): attention heads split the width, patches tile the input.
+_DIVISIBLE = (
+    ("model.width", "model.num_heads"),
+    ("model.decoder_width", "model.decoder_num_heads"),
+    ("video.size", "video.patch"),
+    ("audio.frames", "audio.patch"),
+    ("audio.bins", "audio.patch"),
+)
+
+_MISSING = object()
+
+
+class ConfigError(ValueError):
+    """A config field holds a value the run cannot use.
+
+    The message is `"<dotted field>: <problem>"`; `field` holds the field alone.
+    """
+
+    def __init__(self, field: str, problem: str):
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+    def __reduce__(self):
+        # The default would call ConfigError(message) and fail to unpickle.
+        return type(self), (self.field, self.problem)
+
+
+def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
+    """Checks a run config against what the code supports and the devices at hand.
+
+    Args:
+      config: the run config, as `configs/pretrain.py` builds it (overrides applied).
+      num_devices: the number of devices the mesh is built over.
+
+    Raises:
+      ConfigError: naming the first field found to be wrong.
+    """
+    _check_fields(config)
+    _check_choices(config)
+    _check_ranges(config)
+    _check_divisibility(config)
+    _check_batch(config, num_devices)
+    _check_matching_head(config)
+    _check_something_to_train(config)
+
+
+def resolve_mesh_shape(mesh_config, num_devices: int) -> tuple[int, int, int]:
+    """The (data, fsdp, tensor) mesh shape, with a -1 axis given the devices left over.
+
+    Args:
+      mesh_config: has `data`, `fsdp` and `tensor`, each a positive int or -1;
+        at most one of them may be -1.
+      num_devices: the number of devices; the mesh must use all of them.
+
+    Returns:
+      The sizes of the ('data', 'fsdp', 'tensor') axes, whose product is `num_devices`.
+
+    Raises:
+      ConfigError: on field `mesh.<axis>` for a bad size, on `mesh` when no mesh
+        of that shape covers `num_devices` devices.
+    """
+    sizes = {axis: mesh_config[axis] for axis in MESH_AXES}
+    for axis, size in sizes.items():
+        if not _is_instance(size, int) or (size < 1 and size != -1):
+            raise ConfigError(
+                f"mesh.{axis}", f"{size!r} must be a positive int, or -1 for the devices "
+                "the other axes leave")
+    free = [axis for axis, size in sizes.items() if size == -1]
+    if len(free) > 1:
+        raise ConfigError(
+            "mesh", f"{' and '.join(f'mesh.{axis}' for axis in free)} are -1; at most one "
+            "axis may be")
+    if free:
+        fixed_axes = [axis for axis in MESH_AXES if axis not in free]
+        fixed = math.prod(sizes[axis] for axis in fixed_axes)
+        if num_devices % fixed:
+            raise ConfigError(
+                "mesh", f"{' x '.join(fixed_axes)} = {fixed} does not divide the "
+                f"{num_devices} available devices")
+        sizes[free[0]] = num_devices // fixed
+    total = math.prod(sizes.values())
+    if total != num_devices:
+        raise ConfigError(
+            "mesh", f"data x fsdp x tensor = {total} needs {total} devices, "
+            f"{num_devices} are available")
+    return tuple(int(sizes[axis]) for axis in MESH_AXES)
+
+
+def _check_fields(config) -> None:
+    """Every field known, present and of its type; the axis rules well formed."""
+    for path, _ in _leaves(config):
+        if path not in _FIELD_TYPES and path != _AXIS_RULES:
+            raise ConfigError(path, "unknown field")
+    for path in (*_FIELD_TYPES, _AXIS_RULES):
+        if _lookup(config, path) is _MISSING:
+            raise ConfigError(path, "missing")
+    for path, expected in _FIELD_TYPES.items():
+        problem = _type_problem(_lookup(config, path), expected)
+        if problem:
+            raise ConfigError(path, problem)
+    _check_axis_rules(_lookup(config, _AXIS_RULES))
+
+
+def _leaves(node, prefix: str = ""):
+    """Yields (dotted path, value) for every non-ConfigDict value under `node`."""
+    for key, value in node.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, ml_collections.ConfigDict):
+            yield from _leaves(value, f"{path}.")
+        else:
+            yield path, value
+
+
+def _lookup(config, path: str):
+    """The value at a dotted path, or `_MISSING`."""
+    node = config
+    for key in path.split("."):
+        if not isinstance(node, ml_collections.ConfigDict) or key not in node:
+            return _MISSING
+        node = node[key]
+    return node
+
+
+def _type_problem(value, expected) -> str | None:
+    """Why `value` is not of the `expected` field type; None when it is."""
+    if typing.get_origin(expected) is tuple:
+        item = typing.get_args(expected)[0]
+        if isinstance(value, (tuple, list)) and all(_is_instance(v, item) for v in value):
+            return None
+        return f"expected a sequence of {item.__name__}, got {value!r}"
+    if _is_instance(value, expected):
+        return None
+    return f"expected {expected.__name__}, got {type(value).__name__} {value!r}"
+
+
+def _is_instance(value, expected: type) -> bool:
+    # bool subclasses int, but True is no batch size.
+    if expected is not bool and isinstance(value, bool):
+        return False
+    # Numpy scalars are numbers too; an int is a valid float.
+    abstract = {int: numbers.Integral, float: numbers.Real}.get(expected, expected)
+    return isinstance(value, abstract)
+
+
+def _check_axis_rules(rules) -> None:
+    """(logical axis, mesh axes) pairs; mesh axes: None, one of MESH_AXES, or a tuple of them."""
+    if isinstance(rules, str) or not isinstance(rules, Sequence):
+        raise ConfigError(
+            _AXIS_RULES, f"expected a sequence of (logical axis, mesh axes) pairs, got {rules!r}")
+    for index, rule in enumerate(rules):
+        if (isinstance(rule, str) or not isinstance(rule, Sequence) or len(rule) != 2
+                or not isinstance(rule[0], str)):
+            raise ConfigError(
+                _AXIS_RULES, f"rule {index} {rule!r} is not a (logical axis, mesh axes) pair")
+        if rule[1] is None:  # replicated
+            continue
+        targets = rule[1] if isinstance(rule[1], (tuple, list)) else (rule[1],)
+        for target in targets:
+            if target not in MESH_AXES:
+                raise ConfigError(
+                    _AXIS_RULES, f"rule {index} {rule!r} maps to {target!r}, not a mesh axis "
+                    f"{MESH_AXES}")
+
+
+def _check_choices(config) -> None:
+    for path, choices in _CHOICES.items():
+        value = _lookup(config, path)
+        if value not in choices:
+            raise ConfigError(path, f"{value!r} is not one of {tuple(choices)}")
+    letters = config.data.modalities
+    if not letters or len(set(letters)) != len(letters) or not set(letters) <= set("avt"):
+        raise ConfigError(
+            "data.modalities", f"{letters!r} must be a non-empty string of distinct letters "
+            "from 'avt'")
+
+
+def _check_ranges(config) -> None:
+    for path, (holds, requirement) in _RANGES.items():
+        value = _lookup(config, path)
+        if not holds(value):
+            raise ConfigError(path, f"{value} {requirement}")
+    text = config.text
+    for path, ids in (("text.mask_token_id", (text.mask_token_id,)),
+                      ("text.special_token_ids", text.special_token_ids)):
+        for token in ids:
+            if not 0 <= token < text.vocab_size:
+                raise ConfigError(
+                    path, f"token id {token} is not in [0, text.vocab_size = {text.vocab_size})")
+    train = config.train
+    if train.stop_after_steps != -1 and not 1 <= train.stop_after_steps <= train.num_steps:
+        raise ConfigError(
+            "train.stop_after_steps", f"{train.stop_after_steps} must be -1 (never) or in "
+            f"[1, train.num_steps = {train.num_steps}]")
+
+
+def _check_divisibility(config) -> None:
+    for path, divisor_path in _DIVISIBLE:
+        value, divisor = _lookup(config, path), _lookup(config, divisor_path)
+        if value % divisor:
+            raise ConfigError(path, f"{value} is not divisible by {divisor_path} = {divisor}")
+
+
+def _check_batch(config, num_devices: int) -> None:
+    """The global batch splits evenly over the data-parallel axes and has negatives."""
+    batch_size = config.train.batch_size
+    # InfoNCE and the matching negatives contrast each item with another one.
+    if batch_size < 2:
+        raise ConfigError(
+            "train.batch_size", f"{batch_size} is too small; contrastive losses need at least 2")
+    data, fsdp, _ = resolve_mesh_shape(config.mesh, num_devices)
+    if batch_size % (data * fsdp):
+        raise ConfigError(
+            "train.batch_size", f"{batch_size} is not divisible by the data-parallel size "
+            f"{data * fsdp} (mesh.data x mesh.fsdp)")
+
+
+def _check_matching_head(config) -> None:
+    """'joint_pass' encodes each pair in one sequence, so both need the same encoder."""
+    if config.matching.head != "joint_pass":
+        return
+    groups = modality_groups(config.model.joint_modalities)
+    for pair in global_pairs(config):
+        if not any(set(pair) <= set(group) for group in groups):
+            raise ConfigError(
+                "matching.head", f"'joint_pass' encodes {pair[0]} and {pair[1]} together, but "
+                f"model.joint_modalities = {config.model.joint_modalities!r} gives them "
+                "separate encoders")
+
+
+def _check_something_to_train(config) -> None:
+    """LPMM, or a weighted global pair whose two modalities the data carries."""
+    available = set(modalities_of(config.data.modalities))
+    pairs = [pair for pair in global_pairs(config) if set(pair) <= available]
+    if config.loss.lpmm or (pairs and config.loss.lambda_global > 0):
+        return
+    if pairs:
+        reason = "loss.lambda_global is 0"
+    else:
+        reason = ("no global pair (loss.gam, loss.vtm) has both its modalities in "
+                  f"data.modalities = {config.data.modalities!r}")
+    raise ConfigError("loss", f"nothing to train: loss.lpmm is off and {reason}")

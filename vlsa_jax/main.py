@@ -1,0 +1,43 @@
+r"""Entry point.
+
+    python -m vlsa_jax.main --config=configs/pretrain.py:variant=tiny --workdir=DIR
+
+A config is a `get_config(arg)` file; fields are overridden with `--config.x.y=v`.
+On a multi-host cluster (TPU pod, SLURM) pass `--distributed` so that every process
+joins through `jax.distributed.initialize()` before any device is touched.
+"""
+import logging as std_logging
+
+import jax
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from vlsa_jax import train
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file(
+    "config", None, "A get_config(arg) file: path[:key=value,...].", lock_config=True)
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the config.")
+flags.DEFINE_enum("mode", "train", ["train"], "What to run.")
+flags.DEFINE_bool("distributed", False,
+                  "Call jax.distributed.initialize() (multi-host clusters).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    # Orbax logs every stage of every save at INFO; keep its warnings and errors only.
+    logging.get_absl_handler().addFilter(
+        lambda record: record.levelno >= std_logging.WARNING or "/orbax/" not in record.pathname)
+    if FLAGS.distributed:
+        jax.distributed.initialize()
+    logging.info("process %d/%d, %d local / %d global devices (%s)",
+                 jax.process_index(), jax.process_count(), jax.local_device_count(),
+                 jax.device_count(), jax.default_backend())
+    if FLAGS.mode == "train":
+        train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+
+
+if __name__ == "__main__":
+    app.run(main)

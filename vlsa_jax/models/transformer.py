@@ -1,0 +1,121 @@
+"""Pre-LN transformer blocks and a layer stack run under `nnx.scan`.
+
+Every parameter carries logical axis names ('embed', 'mlp', 'heads', 'layers');
+`vlsa_jax.sharding` maps them onto the device mesh with the config's rules table.
+"""
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+_REMAT_POLICIES = {
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.dots_saveable,
+    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+REMAT_POLICY_NAMES = ("none", *_REMAT_POLICIES)
+ATTENTION_IMPLS = ("xla", "cudnn")
+
+
+@dataclasses.dataclass(frozen=True)
+class StackSpec:
+    """The shape and numerics of one transformer stack."""
+
+    width: int
+    depth: int
+    num_heads: int
+    mlp_dim: int
+    layer_norm_eps: float = 1e-6
+    qkv_bias: bool = True
+    init_std: float = 0.02
+    dtype: jnp.dtype = jnp.float32
+    remat_policy: str = "none"
+    attention_impl: str = "xla"
+
+
+def dense(in_dim, out_dim, axes, spec: StackSpec, rngs, use_bias=True):
+    """A Linear layer whose kernel and bias carry logical axis names."""
+    return nnx.Linear(
+        in_dim, out_dim, use_bias=use_bias, dtype=spec.dtype, rngs=rngs,
+        kernel_init=nnx.with_partitioning(nnx.initializers.normal(spec.init_std), axes),
+        bias_init=nnx.with_partitioning(nnx.initializers.zeros_init(), (axes[-1],)))
+
+
+def layer_norm(dim, spec: StackSpec, rngs):
+    return nnx.LayerNorm(
+        dim, epsilon=spec.layer_norm_eps, dtype=spec.dtype, rngs=rngs,
+        scale_init=nnx.with_partitioning(nnx.initializers.ones_init(), ("embed",)),
+        bias_init=nnx.with_partitioning(nnx.initializers.zeros_init(), ("embed",)))
+
+
+class Attention(nnx.Module):
+    """Multi-head self-attention through `jax.nn.dot_product_attention`."""
+
+    def __init__(self, spec: StackSpec, *, rngs: nnx.Rngs):
+        d = spec.width
+        self.num_heads = spec.num_heads
+        self.impl = spec.attention_impl
+        self.query = dense(d, d, ("embed", "heads"), spec, rngs, spec.qkv_bias)
+        self.key = dense(d, d, ("embed", "heads"), spec, rngs, spec.qkv_bias)
+        self.value = dense(d, d, ("embed", "heads"), spec, rngs, spec.qkv_bias)
+        self.out = dense(d, d, ("heads", "embed"), spec, rngs)
+
+    def __call__(self, x, valid):
+        """x: [B, S, D]; valid: [B, S] bool (keys that may be attended to) or None."""
+        split = lambda t: t.reshape(*t.shape[:2], self.num_heads, -1)  # noqa: E731
+        q, k, v = split(self.query(x)), split(self.key(x)), split(self.value(x))
+        mask = None if valid is None else valid[:, None, None, :]
+        y = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=self.impl)
+        return self.out(y.reshape(x.shape))
+
+
+class Block(nnx.Module):
+    """Pre-LN transformer block: x + attn(LN(x)), then x + MLP(LN(x))."""
+
+    def __init__(self, spec: StackSpec, *, rngs: nnx.Rngs):
+        self.norm1 = layer_norm(spec.width, spec, rngs)
+        self.attn = Attention(spec, rngs=rngs)
+        self.norm2 = layer_norm(spec.width, spec, rngs)
+        self.fc1 = dense(spec.width, spec.mlp_dim, ("embed", "mlp"), spec, rngs)
+        self.fc2 = dense(spec.mlp_dim, spec.width, ("mlp", "embed"), spec, rngs)
+
+    def __call__(self, x, valid):
+        x = x + self.attn(self.norm1(x), valid)
+        return x + self.fc2(jax.nn.gelu(self.fc1(self.norm2(x)), approximate=False))
+
+
+class Stack(nnx.Module):
+    """`depth` blocks with stacked parameters, run by `nnx.scan` and a final LayerNorm.
+
+    Scanning keeps compile time flat in depth; the remat policy decides what each
+    layer keeps for the backward pass.
+    """
+
+    def __init__(self, spec: StackSpec, *, rngs: nnx.Rngs):
+        if spec.remat_policy not in REMAT_POLICY_NAMES:
+            raise ValueError(f"remat_policy {spec.remat_policy!r} not in {REMAT_POLICY_NAMES}")
+        self.remat_policy = spec.remat_policy
+
+        @nnx.split_rngs(splits=spec.depth)
+        @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers"})
+        def make_blocks(rngs):
+            return Block(spec, rngs=rngs)
+
+        self.blocks = make_blocks(rngs)
+        self.norm = layer_norm(spec.width, spec, rngs)
+
+    def __call__(self, x, valid=None):
+        """x: [B, S, D]; valid: [B, S] bool or None (all tokens valid). Returns [B, S, D]."""
+
+        def apply_block(block, h):
+            return block(h, valid)
+
+        if self.remat_policy != "none":
+            apply_block = nnx.remat(apply_block, policy=_REMAT_POLICIES[self.remat_policy])
+
+        @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=nnx.Carry)
+        def run(h, block):
+            return apply_block(block, h)
+
+        return self.norm(run(x, self.blocks))

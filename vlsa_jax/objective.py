@@ -1,0 +1,201 @@
+"""The pre-training objective: L = L_local + lambda * L_global (paper Eq. 8).
+
+L_local (LPMM, Eq. 5): one joint pass over the visible video and audio patches and
+the BERT-masked text; one decoder reconstructs each modality; MSE on masked
+patches, cross-entropy on masked tokens.
+L_global (GAM, Eq. 7): per pair (audio-video, audio-text; video-text for VTM),
+symmetric InfoNCE over the global batch plus a binary matching head.
+"""
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from vlsa_jax import losses, masking
+from vlsa_jax.models.embeddings import masked_mean
+from vlsa_jax.models.vlsa import (
+    AUDIO,
+    TEXT,
+    VIDEO,
+    VLSA,
+    global_pairs,
+    model_inputs,
+    pair_name,
+    token_grids,
+)
+
+
+class MaskedModality(NamedTuple):
+    """One modality's encoder input after masking."""
+
+    tokens: jax.Array  # [B, K, D] the visible tokens (text: all L, some replaced)
+    valid: jax.Array | None  # [B, K] bool, None when every token is real
+    ids_restore: jax.Array | None  # [B, N]; None for text (masked in place)
+    loss_mask: jax.Array  # [B, N] float32, 1 where the reconstruction loss counts
+
+
+def pretraining_loss(model: VLSA, batch, key, config: ml_collections.ConfigDict):
+    """Total pre-training loss and its terms for one (global) batch.
+
+    Args:
+      model: the VLSA module.
+      batch: 'video' [B, T, H, W, 3], 'audio' [B, time, freq], 'text_ids' and
+        'text_mask' [B, L]; a modality the dataset lacks is absent, and every term
+        that needs it is skipped.
+      key: PRNG key of this step (masks and matching negatives).
+      config: the run config.
+
+    Returns:
+      (loss, metrics): a float32 scalar, and a dict of float32 scalars.
+    """
+    inputs = model_inputs(batch, config)
+    text_valid = batch["text_mask"].astype(bool) if TEXT in inputs else None
+    pairs = [p for p in global_pairs(config) if p[0] in inputs and p[1] in inputs]
+    mask_key, match_key = jax.random.split(key)
+    needs_masks = config.loss.lpmm or config.gam.masked_inputs
+    masked = mask_modalities(model, inputs, text_valid, mask_key, config) if needs_masks else None
+
+    metrics = {}
+    local, joint = jnp.float32(0.0), None
+    if config.loss.lpmm:
+        local_terms, joint = local_losses(model, masked, inputs, text_valid, config)
+        metrics.update({f"local/{m}": v for m, v in local_terms.items()})
+        local = sum(local_terms.values())
+
+    global_ = jnp.float32(0.0)
+    if pairs:
+        sources = _global_sources(model, masked, inputs, text_valid, config)
+        embeddings = global_embeddings(model, sources, joint, config)
+        temperature = model.temperature()
+        for pair, k in zip(pairs, jax.random.split(match_key, len(pairs))):
+            terms = pair_losses(model, pair, embeddings, sources, temperature, k, config)
+            metrics.update({f"global/{pair_name(pair)}/{n}": v for n, v in terms.items()})
+            global_ += terms["nce"] + terms["match"]
+        metrics["temperature"] = temperature
+
+    loss = local + config.loss.lambda_global * global_
+    metrics.update({"loss": loss, "loss/local": local, "loss/global": global_})
+    return loss, metrics
+
+
+def mask_modalities(model, inputs, text_valid, key, config) -> dict[str, MaskedModality]:
+    """Embeds every modality and masks it: MAE drop for video (per frame) and audio, BERT for text."""
+    grids = token_grids(config)
+    keys = dict(zip((VIDEO, AUDIO, TEXT), jax.random.split(key, 3)))
+    out = {}
+    for modality, x in inputs.items():
+        batch_size = x.shape[0]
+        if modality == TEXT:
+            special = jnp.asarray(config.text.special_token_ids)
+            maskable = text_valid & ~jnp.isin(x, special)
+            ids, mlm_mask = masking.bert_text_masking(
+                keys[TEXT], x, maskable, config.masking.text_ratio,
+                config.text.mask_token_id, config.text.vocab_size)
+            out[TEXT] = MaskedModality(model.tokens(TEXT, ids), text_valid, None, mlm_mask)
+            continue
+        if modality == VIDEO:
+            info = masking.per_frame_masking(
+                keys[VIDEO], batch_size, *grids[VIDEO], config.masking.video_ratio)
+        else:
+            info = masking.random_masking(
+                keys[AUDIO], batch_size, grids[AUDIO][0] * grids[AUDIO][1],
+                config.masking.audio_ratio)
+        # Embed before dropping so that every kept token carries its own position.
+        visible = masking.gather_tokens(model.tokens(modality, x), info.ids_keep)
+        out[modality] = MaskedModality(visible, None, info.ids_restore, info.mask)
+    return out
+
+
+def local_losses(model, masked, inputs, text_valid, config):
+    """LPMM: one joint pass over all masked modalities, one reconstruction loss each.
+
+    Returns ({modality: loss}, {modality: encoded tokens of the joint pass}).
+    """
+    joint = model.encode({m: (mm.tokens, mm.valid) for m, mm in masked.items()})
+    terms = {}
+    for modality, mm in masked.items():
+        if modality == TEXT:
+            logits = model.reconstruct(TEXT, joint[TEXT], None, text_valid)
+            terms[TEXT] = losses.masked_token_cross_entropy(logits, inputs[TEXT], mm.loss_mask)
+        else:
+            pred = model.reconstruct(modality, joint[modality], mm.ids_restore, None)
+            terms[modality] = losses.masked_patch_mse(
+                pred, inputs[modality], mm.loss_mask, config.loss.patch_reduction)
+    return terms, joint
+
+
+def _global_sources(model, masked, inputs, text_valid, config):
+    """Per modality, the (tokens, valid) that the global embeddings are computed from."""
+    if config.gam.masked_inputs:
+        return {m: (mm.tokens, mm.valid) for m, mm in masked.items()}
+    return {m: (model.tokens(m, x), text_valid if m == TEXT else None)
+            for m, x in inputs.items()}
+
+
+def global_embeddings(model, sources, joint, config) -> dict[str, jax.Array]:
+    """Mean-pooled global embeddings (Eq. 6), [B, D] float32 per modality.
+
+    'unimodal': each modality through the encoder alone, as retrieval sees it.
+    'joint': pools of a joint pass (the LPMM pass when there is one).
+    """
+    if config.gam.features == "joint":
+        encoded = joint if joint is not None else model.encode(sources)
+    else:
+        encoded = {m: model.encode({m: src})[m] for m, src in sources.items()}
+    return {m: masked_mean(encoded[m], sources[m][1]) for m in encoded}
+
+
+def matching_partners(key, anchor, other, negatives: str, temperature):
+    """Draws the partner of each anchor for the matching head.
+
+    Half the pairs (rounded up) are positives (partner = the item itself); the
+    others pair the anchor with another item of the global batch: uniformly
+    ('random') or sampled by similarity ('hard'). The diagonal is never a negative.
+
+    Args:
+      anchor, other: [B, D] embeddings (used only for 'hard').
+    Returns:
+      partner: [B] int32 index into `other`; labels: [B] float32, 1 for positives.
+    """
+    batch_size = anchor.shape[0]
+    label_key, negative_key = jax.random.split(key)
+    rows = jnp.arange(batch_size)
+    labels = jax.random.permutation(label_key, rows < (batch_size + 1) // 2)
+    if negatives == "hard":
+        similarity = jax.lax.stop_gradient(losses.cosine_similarity(anchor, other)) / temperature
+        similarity = jnp.where(jnp.eye(batch_size, dtype=bool), -jnp.inf, similarity)
+        negative = jax.random.categorical(negative_key, similarity, axis=-1)
+    else:
+        negative = (rows + jax.random.randint(negative_key, (batch_size,), 1, batch_size)) % batch_size
+    return jnp.where(labels, rows, negative).astype(jnp.int32), labels.astype(jnp.float32)
+
+
+def pair_losses(model, pair, embeddings, sources, temperature, key, config):
+    """Global terms of one pair: symmetric InfoNCE and binary matching (Eq. 7)."""
+    anchor, other = embeddings[pair[0]], embeddings[pair[1]]
+    partner, labels = matching_partners(key, anchor, other, config.matching.negatives, temperature)
+    if config.matching.head == "joint_pass":
+        # Re-encode each (anchor, partner) pair jointly and pool all its tokens.
+        tokens, valid = sources[pair[1]]
+        partner_source = (tokens[partner], None if valid is None else valid[partner])
+        pair_sources = {pair[0]: sources[pair[0]], pair[1]: partner_source}
+        encoded = model.encode(pair_sources)
+        features = masked_mean(
+            jnp.concatenate([encoded[m] for m in pair], axis=1),
+            jnp.concatenate([_valid_or_ones(*pair_sources[m]) for m in pair], axis=1))
+    else:
+        a, x = losses.l2_normalize(anchor), losses.l2_normalize(other[partner])
+        features = jnp.concatenate([a, x, a * x, jnp.abs(a - x)], axis=-1)
+    logits = model.match_logits(pair, features)
+    return {
+        "nce": losses.symmetric_info_nce(anchor, other, temperature),
+        "match": losses.binary_matching_loss(logits, labels),
+        "match_accuracy": jnp.mean((logits > 0) == (labels > 0)),
+        "retrieval_accuracy": losses.contrastive_accuracy(anchor, other),
+    }
+
+
+def _valid_or_ones(tokens, valid):
+    """The [B, N] validity of a (tokens, valid) source, all True where valid is None."""
+    return jnp.ones(tokens.shape[:2], bool) if valid is None else valid

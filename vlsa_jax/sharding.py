@@ -1,0 +1,79 @@
+"""Device mesh, logical-axis rules, and the shardings of parameters and batches.
+
+Parameters carry logical axis names ('embed', 'mlp', 'heads', 'vocab', 'layers', ...);
+`config.mesh.logical_axis_rules` maps each name onto a mesh axis or None. Batches
+are split over ('data', 'fsdp'): FSDP shards the batch like data parallelism and,
+in addition, the parameters and optimizer state.
+"""
+import math
+
+import jax
+import numpy as np
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from vlsa_jax.config_validation import resolve_mesh_shape
+
+MESH_AXES = ("data", "fsdp", "tensor")
+BATCH_AXES = ("data", "fsdp")
+
+
+def make_mesh(mesh_config, devices=None) -> jax.sharding.Mesh:
+    """A mesh of `MESH_AXES` sized from the config (-1 takes the remaining devices).
+
+    Auto axis types: with Explicit axes (jax's default) a product such as
+    `audio @ video.T` over batch-sharded operands is rejected.
+    """
+    devices = jax.devices() if devices is None else devices
+    shape = resolve_mesh_shape(mesh_config, len(devices))
+    return jax.make_mesh(shape, MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * 3,
+                         devices=devices)
+
+
+def logical_to_mesh_spec(logical: P, shape, rules, mesh) -> P:
+    """Maps a spec of logical names onto mesh axes.
+
+    A dimension stays unsharded when its rule is None, when its mesh axis is
+    already used by an earlier dimension of the same array, or when its size does
+    not divide evenly over that axis.
+    """
+    rules = dict(rules)
+    used, out = set(), []
+    for dim, name in enumerate(tuple(logical) + (None,) * (len(shape) - len(logical))):
+        if name is None:
+            out.append(None)
+            continue
+        if name not in rules:
+            raise ValueError(f"mesh.logical_axis_rules: no rule for logical axis {name!r}")
+        axes = rules[name]
+        axes = () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
+        size = math.prod(mesh.shape[a] for a in axes)
+        if not axes or used & set(axes) or shape[dim] % size:
+            out.append(None)
+        else:
+            used |= set(axes)
+            out.append(axes[0] if len(axes) == 1 else axes)
+    return P(*out)
+
+
+def param_shardings(abstract_params, logical_specs, rules, mesh):
+    """NamedShardings for a params tree from its tree of logical PartitionSpecs."""
+    return jax.tree.map(
+        lambda x, spec: NamedSharding(mesh, logical_to_mesh_spec(spec, x.shape, rules, mesh)),
+        abstract_params, logical_specs, is_leaf=lambda s: isinstance(s, P))
+
+
+def batch_sharding(mesh) -> NamedSharding:
+    """Leading (batch) axis split over the data-parallel axes, the rest replicated."""
+    return NamedSharding(mesh, P(BATCH_AXES))
+
+
+def replicated(mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def global_batch(local_batch: dict[str, np.ndarray], mesh) -> dict[str, jax.Array]:
+    """Assembles each process's rows into global arrays sharded over the batch axes."""
+    sharding = batch_sharding(mesh)
+    return {name: jax.make_array_from_process_local_data(sharding, array)
+            for name, array in local_batch.items()}

@@ -1,0 +1,239 @@
+"""Pre-training loop: `train_and_evaluate(config, workdir)`.
+
+Read top to bottom: config and logging -> mesh -> input -> model and optimizer,
+abstract -> shardings -> restore or sharded init -> the jitted step -> the loop.
+"""
+import contextlib
+import functools
+import json
+import pathlib
+import signal
+import time
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from flax import nnx
+
+from vlsa_jax import checkpointing, metric_writers, objective, optimizer, sharding
+from vlsa_jax.config_validation import validate_config
+from vlsa_jax.data.source import build_source
+from vlsa_jax.models.vlsa import abstract_model, build_model
+
+
+def model_structure(config):
+    """(graphdef, logical PartitionSpecs of the parameters), without allocating anything."""
+    graphdef, params = nnx.split(abstract_model(config))
+    return graphdef, nnx.to_pure_dict(nnx.get_partition_spec(params))
+
+
+def init_state(config, tx: optax.GradientTransformation, seed_key):
+    """The training state: step, parameters (a plain nested dict), optimizer state, RNG."""
+    param_key, train_key = jax.random.split(seed_key)
+    params = nnx.to_pure_dict(nnx.state(build_model(config, nnx.Rngs(params=param_key))))
+    return {"step": jnp.int32(0), "params": params, "opt_state": tx.init(params),
+            "rng": train_key}
+
+
+def state_shardings(abstract_state, logical_specs, rules, mesh):
+    """Shardings for the whole state: parameters by rule, optimizer moments like their parameter.
+
+    An optimizer leaf whose path ends with a parameter's path and has its shape
+    (Adam's mu and nu) is sharded like that parameter; everything else (counts,
+    step, RNG) is replicated.
+    """
+    params = abstract_state["params"]
+    by_path = {path: (x.shape, s) for (path, x), s in zip(
+        jax.tree_util.tree_flatten_with_path(params)[0],
+        jax.tree.leaves(sharding.param_shardings(params, logical_specs, rules, mesh)))}
+
+    def pick(path, leaf):
+        for start in range(len(path)):
+            shape, param_sharding = by_path.get(path[start:], (None, None))
+            if shape == leaf.shape:
+                return param_sharding
+        return sharding.replicated(mesh)
+
+    return jax.tree_util.tree_map_with_path(pick, abstract_state)
+
+
+def train_step(state, batch, *, graphdef, tx, schedule, config):
+    """One optimizer step on one global batch; returns (new state, float32 metrics)."""
+    step_key = jax.random.fold_in(state["rng"], state["step"])
+
+    def loss_fn(params):
+        return objective.pretraining_loss(nnx.merge(graphdef, params), batch, step_key, config)
+
+    (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+    params = optax.apply_updates(state["params"], updates)
+    metrics["grad_norm"] = optax.tree.norm(grads)
+    metrics["param_norm"] = optax.tree.norm(params)
+    metrics["learning_rate"] = schedule(state["step"])
+    if isinstance(opt_state, optax.ApplyIfFiniteState):
+        metrics["skipped_updates"] = opt_state.total_notfinite
+    new_state = {"step": state["step"] + 1, "params": params, "opt_state": opt_state,
+                 "rng": state["rng"]}
+    return new_state, metrics
+
+
+class _Preemption:
+    """Turns SIGTERM into a flag, so the loop can save a checkpoint before it exits."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, *_):
+        logging.warning("SIGTERM: saving a checkpoint, then stopping.")
+        self.requested = True
+
+    def restore(self):
+        signal.signal(signal.SIGTERM, self._previous)
+
+
+class Training(NamedTuple):
+    """What the loop needs: abstract state, its shardings, and the jitted init and step."""
+
+    abstract_state: Any  # pytree of jax.ShapeDtypeStruct, with shardings
+    init: Callable  # seed key -> state, initialised straight into the shardings
+    step: Callable  # (state, global batch) -> (state, metrics); donates the state
+    seed_key: jax.Array
+
+
+def setup_training(config: ml_collections.ConfigDict, mesh) -> Training:
+    """Builds the model and optimizer abstractly, shards them by rule, and jits init and step."""
+    tx = optimizer.make_optimizer(config)
+    schedule = optimizer.learning_rate_schedule(config.optim, config.train.num_steps)
+    graphdef, logical_specs = model_structure(config)
+    seed_key = jax.random.key_data(jax.random.key(config.seed))
+    abstract_state = jax.eval_shape(functools.partial(init_state, config, tx), seed_key)
+    shardings = state_shardings(
+        abstract_state, logical_specs, config.mesh.logical_axis_rules, mesh)
+    step = jax.jit(
+        functools.partial(train_step, graphdef=graphdef, tx=tx, schedule=schedule,
+                          config=config),
+        in_shardings=(shardings, sharding.batch_sharding(mesh)),
+        out_shardings=(shardings, sharding.replicated(mesh)),
+        donate_argnums=0)
+    return Training(
+        abstract_state=jax.tree.map(
+            lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+            abstract_state, shardings),
+        init=jax.jit(functools.partial(init_state, config, tx), out_shardings=shardings),
+        step=step,
+        seed_key=seed_key)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
+    """Pre-trains (or resumes) in `workdir`; returns the final training state."""
+    # ----------------------------------------------------------------------------
+    # Config and logging: fail on a bad config before any work starts.
+    validate_config(config, jax.device_count())
+    workdir = pathlib.Path(workdir)
+    if jax.process_index() == 0:
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+    writer = metric_writers.MetricWriter(str(workdir))
+
+    # ----------------------------------------------------------------------------
+    # Mesh: ('data', 'fsdp', 'tensor') over every device of every process.
+    mesh = sharding.make_mesh(config.mesh)
+    logging.info("mesh %s over %d devices", dict(mesh.shape), mesh.size)
+
+    # ----------------------------------------------------------------------------
+    # Input: this process's rows of each global batch.
+    source = build_source(config, jax.process_index(), jax.process_count())
+
+    # ----------------------------------------------------------------------------
+    # Model, optimizer and update step: abstract shapes and shardings first, so
+    # nothing is allocated unsharded; the step donates the state it replaces.
+    training = setup_training(config, mesh)
+    num_params = sum(x.size for x in jax.tree.leaves(training.abstract_state["params"]))
+    logging.info("%s variant: %.2fM parameters", config.variant, num_params / 1e6)
+
+    # ----------------------------------------------------------------------------
+    # Restore the latest checkpoint, or initialise straight into the shardings.
+    checkpointer = checkpointing.Checkpointer(str(workdir / "checkpoints"), config.checkpoint)
+    latest = checkpointer.latest_step()
+    if latest is None:
+        state = training.init(training.seed_key)
+    else:
+        logging.info("resuming from the checkpoint of step %d", latest)
+        state = checkpointer.restore(latest, training.abstract_state, source)
+
+    # ----------------------------------------------------------------------------
+    # The loop.
+    first_step = int(state["step"])
+    last_step = config.train.num_steps
+    if config.train.stop_after_steps > 0:
+        last_step = min(last_step, config.train.stop_after_steps)
+    preemption = _Preemption()
+    timer = _IntervalTimer(first_step)
+    try:
+        for step in range(first_step + 1, last_step + 1):
+            with timer.waiting_for_data():
+                batch = sharding.global_batch(next(source), mesh)
+            state, metrics = training.step(state, batch)
+
+            log_now = step % config.train.log_every_steps == 0 or step == last_step
+            stopping = step == last_step or preemption.requested
+            save_now = step % checkpointer.every_steps == 0 or stopping
+            if log_now or save_now:
+                # Never log or save past a non-finite loss unnoticed.
+                metrics = jax.device_get(metrics)
+                _check_finite(metrics, step, config.train.on_nonfinite)
+            if log_now:
+                metrics.update(timer.lap(step, config.train.batch_size))
+                writer.write(step, metrics)
+                _log_progress(step, last_step, metrics)
+            if save_now:
+                checkpointer.save(step, state, source)
+            if preemption.requested:
+                break
+    finally:
+        preemption.restore()
+        checkpointer.close()
+        writer.close()
+    return state
+
+
+class _IntervalTimer:
+    """Step time, throughput and time spent waiting for data, per logging interval."""
+
+    def __init__(self, step: int):
+        self._step, self._start, self._data_wait = step, time.perf_counter(), 0.0
+
+    @contextlib.contextmanager
+    def waiting_for_data(self):
+        start = time.perf_counter()
+        yield
+        self._data_wait += time.perf_counter() - start
+
+    def lap(self, step: int, batch_size: int) -> dict[str, float]:
+        elapsed = time.perf_counter() - self._start
+        steps = max(step - self._step, 1)
+        out = {"step_time_s": elapsed / steps, "examples_per_s": steps * batch_size / elapsed,
+               "data_wait_fraction": self._data_wait / elapsed}
+        self._step, self._start, self._data_wait = step, time.perf_counter(), 0.0
+        return out
+
+
+def _check_finite(metrics, step: int, on_nonfinite: str) -> None:
+    if on_nonfinite == "error" and not np.isfinite(metrics["loss"]):
+        raise FloatingPointError(
+            f"loss is {metrics['loss']} at step {step}; the last checkpoint holds the "
+            "state before it (set train.on_nonfinite='skip' to drop such updates)")
+
+
+def _log_progress(step: int, last_step: int, metrics) -> None:
+    eta = (last_step - step) * metrics["step_time_s"]
+    logging.info(
+        "step %d/%d | loss %.4f (local %.4f, global %.4f) | %.3f s/step | %.1f ex/s | "
+        "eta %dm%02ds", step, last_step, metrics["loss"], metrics["loss/local"],
+        metrics["loss/global"], metrics["step_time_s"], metrics["examples_per_s"],
+        eta // 60, eta % 60)
