@@ -20,7 +20,11 @@ config_flags.DEFINE_config_file(
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the config.")
 flags.DEFINE_enum("mode", "train", ["train"], "What to run.")
 flags.DEFINE_bool("distributed", False,
-                  "Call jax.distributed.initialize() (multi-host clusters).")
+                  "Call jax.distributed.initialize() (multi-host clusters). On TPU pods and "
+                  "SLURM it finds its peers itself; elsewhere give the three flags below.")
+flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (with --distributed).")
+flags.DEFINE_integer("num_processes", None, "Number of processes (with --distributed).")
+flags.DEFINE_integer("process_id", None, "This process's index (with --distributed).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -31,7 +35,9 @@ def main(argv):
     logging.get_absl_handler().addFilter(
         lambda record: record.levelno >= std_logging.WARNING or "/orbax/" not in record.pathname)
     if FLAGS.distributed:
-        jax.distributed.initialize()
+        jax.distributed.initialize(
+            coordinator_address=FLAGS.coordinator_address,
+            num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
     logging.info("process %d/%d, %d local / %d global devices (%s)",
                  jax.process_index(), jax.process_count(), jax.local_device_count(),
                  jax.device_count(), jax.default_backend())

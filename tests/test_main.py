@@ -1,0 +1,84 @@
+"""The entry point, run as users run it: a subprocess through the local launcher."""
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+ROOT = pathlib.Path(__file__).parents[1]
+
+
+def _env(num_devices: int) -> dict[str, str]:
+    """The test session's JAX settings for a child process, with `num_devices` CPU devices."""
+    env = dict(os.environ)
+    env.update({
+        "JAX_PLATFORMS": "cpu",
+        "JAX_NUM_CPU_DEVICES": str(num_devices),
+        "JAX_DISABLE_MOST_OPTIMIZATIONS": "1",
+        "JAX_COMPILATION_CACHE_DIR": os.path.join(
+            tempfile.gettempdir(), "vlsa_jax_test_compilation_cache"),
+        "XLA_FLAGS": "",
+    })
+    return env
+
+
+def _metrics(workdir):
+    return [json.loads(line) for line in open(workdir / "metrics.jsonl")]
+
+
+def test_local_launcher_trains_and_resumes(tmp_path):
+    command = ["bash", str(ROOT / "launch" / "local.sh"), str(tmp_path),
+               "configs/pretrain.py:variant=tiny,num_steps=4", "--config.train.log_every_steps=2",
+               "--config.train.stop_after_steps=2"]
+    subprocess.run(command, cwd=ROOT, env=_env(2), check=True, capture_output=True)
+    assert [m["step"] for m in _metrics(tmp_path)] == [2]
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2"]
+
+    result = subprocess.run(command[:-1], cwd=ROOT, env=_env(2), check=True,
+                            capture_output=True, text=True)
+    assert "resuming from the checkpoint of step 2" in result.stderr
+    assert [m["step"] for m in _metrics(tmp_path)] == [2, 4]
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "4"]
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["variant"] == "tiny" and config["train"]["num_steps"] == 4
+
+
+def test_bad_config_fails_before_any_work_naming_the_field(tmp_path):
+    for flag, field in [("--config.train.batch_size=6", "train.batch_size"),
+                        ("--config.mesh.data=16", "mesh")]:
+        result = subprocess.run(
+            [sys.executable, "-m", "vlsa_jax.main", "--config=configs/pretrain.py:variant=tiny",
+             f"--workdir={tmp_path / 'run'}", flag],
+            cwd=ROOT, env=_env(4), capture_output=True, text=True)
+        assert result.returncode != 0
+        assert f"ConfigError: {field}:" in result.stderr, result.stderr[-2000:]
+        assert not (tmp_path / "run").exists()
+
+
+def test_two_processes_train_like_one(tmp_path):
+    """Two processes of 4 devices each, joined by jax.distributed, match one process of 8."""
+    args = ["-m", "vlsa_jax.main", "--config=configs/pretrain.py:variant=tiny,num_steps=2",
+            "--config.train.log_every_steps=1"]
+    single = tmp_path / "single"
+    subprocess.run([sys.executable, *args, f"--workdir={single}"], cwd=ROOT, env=_env(8),
+                   check=True, capture_output=True)
+
+    multi = tmp_path / "multi"
+    env = _env(4) | {"JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo"}
+    port = 20000 + os.getpid() % 20000
+    processes = [
+        subprocess.Popen(
+            [sys.executable, *args, f"--workdir={multi}", "--distributed",
+             f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
+             f"--process_id={i}"],
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        for i in range(2)]
+    for process in processes:
+        _, stderr = process.communicate(timeout=600)
+        assert process.returncode == 0, stderr[-3000:]
+    for ours, theirs in zip(_metrics(multi), _metrics(single), strict=True):
+        np.testing.assert_allclose(ours["loss"], theirs["loss"], rtol=1e-5)
+        np.testing.assert_allclose(ours["grad_norm"], theirs["grad_norm"], rtol=1e-5)
