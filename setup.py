@@ -6,9 +6,18 @@ import setuptools
 _HERE = pathlib.Path(__file__).parent
 
 
+def _pins(text):
+    return [line.strip() for line in text.splitlines()
+            if line.strip() and not line.lstrip().startswith("#")]
+
+
 def _requirements():
-    lines = (_HERE / "requirements.txt").read_text().splitlines()
-    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    """(install, test) pins from requirements.txt: the test pins follow its '# [test]' line."""
+    install, _, test = (_HERE / "requirements.txt").read_text().partition("# [test]")
+    return _pins(install), _pins(test.partition("\n")[2])
+
+
+_INSTALL, _TEST = _requirements()
 
 
 setuptools.setup(
@@ -19,9 +28,9 @@ setuptools.setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=setuptools.find_packages(include=["vlsa_jax", "vlsa_jax.*"]),
-    install_requires=_requirements(),
+    install_requires=_INSTALL,
     extras_require={
-        "test": ["pytest==9.0.3", "pytest-xdist==3.8.0"],
+        "test": _TEST,
         # Accelerator builds of the same JAX release.
         "cuda12": ["jax[cuda12]==0.10.2"],
         "tpu": ["jax[tpu]==0.10.2"],
