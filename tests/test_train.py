@@ -126,3 +126,14 @@ def test_nonfinite_loss_is_an_error_or_a_skipped_update(tmp_path, monkeypatch):
     state, metrics = training.step(state, sharding.global_batch(next(NaNSource(config)), mesh))
     assert int(metrics["skipped_updates"]) == 1
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(state["params"]), before)
+
+
+def test_bfloat16_activations_keep_float32_state():
+    config = _config()
+    mesh = mesh_of(config, data=1)
+    _, (float32_metrics,) = _run_steps(config, mesh, 1)
+    config.dtype = "bfloat16"
+    state, (bfloat16_metrics,) = _run_steps(config, mesh, 1)
+    assert {x.dtype for x in jax.tree.leaves(state["params"])} == {np.dtype("float32")}
+    assert bfloat16_metrics["loss"].dtype == np.float32
+    np.testing.assert_allclose(bfloat16_metrics["loss"], float32_metrics["loss"], rtol=0.02)
