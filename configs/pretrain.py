@@ -81,13 +81,27 @@ def get_config(arg=None):
     config.video.num_frames = size["num_frames"]
     config.video.size = size["frame_size"]
     config.video.patch = size["video_patch"]
+    # Prepared records store more frames than the model samples, at this short side.
+    config.video.stored_frames = 16 if not tiny else 8
+    config.video.stored_short_side = 256 if not tiny else 40
 
     config.audio = ml_collections.ConfigDict()
+    # 'sop_logfreq' (the paper, after Sound of Pixels: |STFT| warped to a log-frequency
+    # scale, then log) or 'logmel' (librosa mel filterbank, then log).
+    config.audio.frontend = "sop_logfreq"
+    config.audio.sample_rate = 11_025
+    config.audio.n_fft = 1022  # 512 frequency bins
+    config.audio.hop = 256
+    # The window centred on the clip: 65,535 samples (5.94 s) give 256 STFT frames.
+    config.audio.clip_samples = 65_535 if not tiny else 8_191
     config.audio.frames = size["audio_frames"]  # spectrogram time frames
     config.audio.bins = size["audio_bins"]  # spectrogram frequency bins
     config.audio.patch = size["audio_patch"]
 
     config.text = ml_collections.ConfigDict()
+    # A Hugging Face tokenizer name or local directory; 'train' trains a WordPiece on
+    # the training captions when the data are prepared.
+    config.text.tokenizer = "bert-base-uncased" if not tiny else "train"
     config.text.max_len = size["text_len"]
     config.text.vocab_size = size["vocab_size"]
     # bert-base-uncased ids: [PAD] 0, [CLS] 101, [SEP] 102, [MASK] 103.

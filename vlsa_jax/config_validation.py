@@ -44,9 +44,17 @@ _FIELD_TYPES: dict[str, Any] = {
     "video.num_frames": int,
     "video.size": int,
     "video.patch": int,
+    "video.stored_frames": int,
+    "video.stored_short_side": int,
+    "audio.frontend": str,
+    "audio.sample_rate": int,
+    "audio.n_fft": int,
+    "audio.hop": int,
+    "audio.clip_samples": int,
     "audio.frames": int,
     "audio.bins": int,
     "audio.patch": int,
+    "text.tokenizer": str,
     "text.max_len": int,
     "text.vocab_size": int,
     "text.mask_token_id": int,
@@ -98,6 +106,7 @@ _CHOICES: dict[str, Sequence[str]] = {
     "matching.head": ("pair_features", "joint_pass"),
     "matching.negatives": ("random", "hard"),
     "data.source": ("random",),
+    "audio.frontend": ("sop_logfreq", "logmel"),
     "train.on_nonfinite": ("error", "skip"),
     "optim.schedule": ("cosine", "linear", "constant"),
 }
@@ -123,6 +132,12 @@ _RANGES = {
     "video.num_frames": _POSITIVE,
     "video.size": _POSITIVE,
     "video.patch": _POSITIVE,
+    "video.stored_frames": _POSITIVE,
+    "video.stored_short_side": _POSITIVE,
+    "audio.sample_rate": _POSITIVE,
+    "audio.n_fft": _POSITIVE,
+    "audio.hop": _POSITIVE,
+    "audio.clip_samples": _POSITIVE,
     "audio.frames": _POSITIVE,
     "audio.bins": _POSITIVE,
     "audio.patch": _POSITIVE,
@@ -188,9 +203,23 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None
     _check_choices(config)
     _check_ranges(config)
     _check_divisibility(config)
+    _check_audio_geometry(config.audio)
     _check_batch(config, num_devices)
     _check_matching_head(config)
     _check_something_to_train(config)
+
+
+def _check_audio_geometry(audio) -> None:
+    """The front end must produce exactly the spectrogram the model is built for."""
+    frames = audio.clip_samples // audio.hop + 1  # centred STFT frames
+    if frames != audio.frames:
+        raise ConfigError(
+            "audio.frames", f"{audio.frames}, but audio.clip_samples // audio.hop + 1 = "
+            f"{audio.clip_samples} // {audio.hop} + 1 = {frames} STFT frames")
+    if audio.bins > audio.n_fft // 2 + 1:
+        raise ConfigError(
+            "audio.bins", f"{audio.bins} exceeds the {audio.n_fft // 2 + 1} frequency bins "
+            f"of audio.n_fft = {audio.n_fft}")
 
 
 def resolve_mesh_shape(mesh_config, num_devices: int) -> tuple[int, int, int]:
