@@ -84,6 +84,12 @@ def get_config(arg=None):
     # Prepared records store more frames than the model samples, at this short side.
     config.video.stored_frames = 16 if not tiny else 8
     config.video.stored_short_side = 256 if not tiny else 40
+    # Training augmentation: one random square crop (of at least this fraction of the
+    # short side's square, by area) and one horizontal flip per clip.
+    config.video.min_crop_scale = 0.5
+    config.video.random_flip = True
+    config.video.mean = (0.485, 0.456, 0.406)  # ImageNet RGB statistics
+    config.video.std = (0.229, 0.224, 0.225)
 
     config.audio = ml_collections.ConfigDict()
     # 'sop_logfreq' (the paper, after Sound of Pixels: |STFT| warped to a log-frequency
@@ -94,6 +100,10 @@ def get_config(arg=None):
     config.audio.hop = 256
     # The window centred on the clip: 65,535 samples (5.94 s) give 256 STFT frames.
     config.audio.clip_samples = 65_535 if not tiny else 8_191
+    # Spectrogram normalisation; set them to your training split's statistics, which
+    # the split's manifest records ('spectrogram_mean', 'spectrogram_std').
+    config.audio.norm_mean = -4.0
+    config.audio.norm_std = 4.0
     config.audio.frames = size["audio_frames"]  # spectrogram time frames
     config.audio.bins = size["audio_bins"]  # spectrogram frequency bins
     config.audio.patch = size["audio_patch"]
@@ -132,8 +142,14 @@ def get_config(arg=None):
     config.matching.negatives = "random"  # 'random' | 'hard' (sampled by similarity)
 
     config.data = ml_collections.ConfigDict()
-    config.data.source = "random"  # random tri-modal batches, until records are prepared
-    config.data.modalities = "avt"  # what the dataset carries
+    # 'records': prepared ArrayRecord splits (vlsa_jax.data.prepare); 'random': random
+    # batches of the right shapes, for smoke runs before any data is prepared.
+    config.data.source = "records" if not tiny else "random"
+    config.data.train_split = "data/pretrain/train"  # a prepared split directory
+    config.data.modalities = "avt"  # the modalities used; the split must carry them
+    config.data.shuffle_seed = 0
+    config.data.workers = 8 if not tiny else 0  # grain worker processes per host
+    config.data.read_threads = 8 if not tiny else 2
 
     config.train = ml_collections.ConfigDict()
     config.train.batch_size = (8 if tiny else 2048) if arg.batch_size == -1 else arg.batch_size

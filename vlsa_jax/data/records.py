@@ -108,6 +108,7 @@ class Manifest:
     tokenizer: dict[str, Any]  # name_or_path, vocab_size, max_len, special ids
     shards: list[dict[str, Any]]  # {"file": name, "num_records": n}
     timings: dict[str, float]  # seconds per stage, summed over clips
+    spectrogram_stats: dict[str, float]  # mean and std over every value (audio.norm_*)
     failures: list[dict[str, str]]  # {"id": clip id, "reason": why}
 
     def save(self, split_dir: str | pathlib.Path) -> None:

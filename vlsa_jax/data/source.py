@@ -1,6 +1,7 @@
 """The trainer's data interface, and a source of random tri-modal batches.
 
-The trainer reads host-local batches from a `BatchSource`: each process yields
+The trainer reads host-local batches from a `BatchSource` (the grain pipeline over
+prepared records, `vlsa_jax.data.pipeline`, or random batches): each process yields
 its own rows of the global batch as NumPy arrays, and the trainer assembles them
 into global arrays. A source's position is a JSON-able dict saved in every
 checkpoint, so a resumed run continues with the exact next batch.
@@ -85,4 +86,10 @@ def build_source(config, process_index: int, process_count: int) -> BatchSource:
     """The source that `config.data.source` names."""
     if config.data.source == "random":
         return RandomBatchSource(config, process_index, process_count)
+    if config.data.source == "records":
+        # Imported here: the random source must not need the media stack.
+        from vlsa_jax.data import pipeline  # pylint: disable=import-outside-toplevel
+        # A grain iterator has get_state/set_state. Every process reads the same number
+        # of batches, so their states are equal and one copy restores them all.
+        return iter(pipeline.training_dataset(config, process_index, process_count))
     raise ValueError(f"data.source: unknown source {config.data.source!r}")

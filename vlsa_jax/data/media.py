@@ -1,0 +1,421 @@
+"""Media decoding and the audio front ends.
+
+`decode_clip` turns one span of a media file into what a record stores: frames
+sampled uniformly over the span, and a fixed-length mono waveform centred on it.
+Both streams are demuxed in one pass over the container, and each stream stops
+being decoded as soon as it has what it needs. `spectrogram` turns the waveform
+into the model's [time, frequency] input (the config's `audio` section).
+
+Times are seconds from the start of the file (the container's start time), taken
+from each frame's timestamp (pts * time_base), so variable frame rates are sampled
+by time, not by frame index.
+"""
+import dataclasses
+import math
+import os
+
+import av
+import librosa
+import numpy as np
+
+# Audio decoded on each side of the window, so that the resampler's filter sees real
+# signal (not its zero padding) at the window's edges, and a decoder that needs
+# pre-roll after a seek (Opus: 80 ms) has settled when the window starts.
+_AUDIO_MARGIN_S = 0.1
+# Samples per resampled frame: few large frames cost less per sample than one per
+# decoded frame; the samples are the same.
+_RESAMPLED_FRAME_SIZE = 8192
+# Floor of the magnitude before the log of the 'sop_logfreq' front end: log(0) is -inf.
+_MIN_MAGNITUDE = 1e-5
+# Added to the mel power before the log of the 'logmel' front end.
+_MEL_EPSILON = 1e-6
+
+
+class MediaError(Exception):
+    """A clip that cannot be used; str(e) is a short reason, e.g. 'no audio stream'."""
+
+
+@dataclasses.dataclass
+class DecodedClip:
+    """One decoded clip.
+
+    Attributes:
+      frames: [num_frames, H, W, 3] uint8 RGB, short side resized to `short_side`
+        (aspect kept, even sizes), frame i the first frame at or after the centre of
+        the i-th of num_frames equal segments of the span (the last frame if none
+        is); None if no video was decoded.
+      frame_times: [num_frames] float64 seconds of the chosen frames; None with frames.
+      audio: [clip_samples] float32 mono waveform at the requested rate, the window
+        centred on the span's midpoint; None if no audio was requested.
+      audio_valid: [first, last) indices of `audio` that hold decoded signal; the
+        rest is zeros because the file has no audio there ((0, 0) for a file without
+        audio decoded with missing_audio='silence').
+      duration: seconds of the span that lie within the file: the container's
+        duration bounds it and, if the video ends early (a file cut short), so does
+        the end of the last frame.
+    """
+
+    frames: np.ndarray | None
+    frame_times: np.ndarray | None
+    audio: np.ndarray | None
+    audio_valid: tuple[int, int] | None
+    duration: float
+
+
+def decode_clip(path, start: float | None = None, end: float | None = None, *,
+                num_frames: int, short_side: int, sample_rate: int, clip_samples: int,
+                need_video: bool = True, need_audio: bool = True,
+                missing_audio: str = "error", threads: int = 1) -> DecodedClip:
+    """Decodes the span [start, end] of a media file.
+
+    The audio window (clip_samples long) is centred on the span's midpoint and takes
+    whatever audio the file has there, also outside the span; where the file has
+    none, the window is zero-padded and `audio_valid` says so.
+
+    Args:
+      path: the media file.
+      start: the span's start in seconds; None is the start of the file.
+      end: the span's end in seconds; None (or past the file) is the end of the file.
+      num_frames: frames to sample over the span.
+      short_side: the frames' short side in pixels after resizing.
+      sample_rate: the waveform's sample rate in Hz.
+      clip_samples: the waveform's length in samples.
+      need_video: decode the video (a file without video is an error); if False,
+        `frames` is None.
+      need_audio: decode the audio; if False, `audio` is None.
+      missing_audio: 'error' (a file without audio is an error) or 'silence' (it
+        gets an all-zero waveform with audio_valid (0, 0)).
+      threads: FFmpeg threads decoding and scaling the video; 0 lets FFmpeg choose
+        (frame and slice threads). One thread is the fastest when every core runs a
+        preparation process of its own, and on 2 cores even for a single process
+        (threads cost more than they save there); 0 pays off for one process on
+        many cores.
+
+    Returns:
+      The decoded clip.
+
+    Raises:
+      MediaError: the file is missing, empty, corrupt, of unknown duration, lacks a
+        needed stream or a decodable video frame, or the span lies outside it.
+      ValueError: invalid arguments.
+    """
+    if missing_audio not in ("error", "silence"):
+        raise ValueError(f"missing_audio={missing_audio!r} is not 'error' or 'silence'")
+    if start is not None and end is not None and end <= start:
+        raise ValueError(f"end ({end}) must be after start ({start})")
+    _check_file(path)
+    try:
+        with av.open(os.fspath(path)) as container:
+            return _decode(container, start, end, num_frames=num_frames,
+                           short_side=short_side, sample_rate=sample_rate,
+                           clip_samples=clip_samples, need_video=need_video,
+                           need_audio=need_audio, missing_audio=missing_audio,
+                           threads=threads)
+    except av.error.FFmpegError as error:
+        raise MediaError(f"truncated or corrupt file: {error}") from error
+
+
+def _check_file(path) -> None:
+    if not os.path.isfile(path):
+        raise MediaError("file not found")
+    if os.path.getsize(path) == 0:
+        raise MediaError("empty file")
+
+
+def _decode(container, start, end, *, num_frames, short_side, sample_rate, clip_samples,
+            need_video, need_audio, missing_audio, threads) -> DecodedClip:
+    video = _first_stream(container.streams.video) if need_video else None
+    audio = _first_stream(container.streams.audio) if need_audio else None
+    if need_video and video is None:
+        raise MediaError("no video stream")
+    if need_audio and audio is None and missing_audio == "error":
+        raise MediaError("no audio stream")
+    span_start, span_end = _span(container, start, end)
+
+    consumers = {}  # the video first: it is the stream to seek on
+    if video is not None:
+        video.thread_type = "AUTO"  # frame and slice threads, if more than one
+        video.codec_context.thread_count = threads
+        consumers[video.index] = _FramePicker(
+            _segment_centres(span_start, span_end, num_frames), short_side,
+            video.sample_aspect_ratio, threads)
+    if audio is not None:
+        consumers[audio.index] = _AudioWindow(
+            (span_start + span_end) / 2, sample_rate, clip_samples)
+    if consumers:
+        decode_from = min(consumer.first_time for consumer in consumers.values())
+        origin = (container.start_time or 0) / av.time_base
+        _run(container, consumers, origin, max(decode_from, 0.0))
+
+    clip = DecodedClip(frames=None, frame_times=None, audio=None, audio_valid=None,
+                       duration=span_end - span_start)
+    if video is not None:
+        clip.frames, clip.frame_times, video_end = consumers[video.index].finish()
+        clip.duration = max(min(span_end, video_end) - span_start, 0.0)
+    if audio is not None:
+        clip.audio, clip.audio_valid = consumers[audio.index].finish()
+    elif need_audio:  # missing_audio == 'silence'
+        clip.audio, clip.audio_valid = np.zeros(clip_samples, np.float32), (0, 0)
+    return clip
+
+
+def _first_stream(streams):
+    return streams[0] if streams else None
+
+
+def _span(container, start: float | None, end: float | None) -> tuple[float, float]:
+    """[start, end] in seconds, clipped to the container's duration."""
+    if container.duration is None:
+        raise MediaError("unknown duration")
+    file_end = container.duration / av.time_base
+    span_start = max(start or 0.0, 0.0)
+    span_end = file_end if end is None else min(end, file_end)
+    if span_end <= span_start:
+        raise MediaError(f"span starts at {span_start:.3f} s, past the end of the file "
+                         f"({file_end:.3f} s)")
+    return span_start, span_end
+
+
+def _segment_centres(start: float, end: float, count: int) -> np.ndarray:
+    """The centres [count] of `count` equal segments of [start, end]."""
+    return start + (np.arange(count) + 0.5) * (end - start) / count
+
+
+def _run(container, consumers: dict, origin: float, decode_from: float) -> None:
+    """Demuxes the consumers' streams once, feeding each its frames until it is done.
+
+    Args:
+      container: the open container.
+      consumers: stream index -> a consumer with `add(frame, time)` and `done`; the
+        first one's stream is the one to seek on.
+      origin: the container's start time in seconds; frame times are relative to it.
+      decode_from: seconds; the first frame any consumer needs is not before it.
+    """
+    streams = [container.streams[index] for index in consumers]
+    if decode_from > 0:
+        # To the last key frame at or before decode_from; the consumers skip what
+        # precedes the times they need.
+        container.seek(int((origin + decode_from) / streams[0].time_base),
+                       stream=streams[0], backward=True)
+    pending = len(consumers)
+    for packet in container.demux(streams):
+        consumer = consumers[packet.stream.index]
+        if consumer.done:
+            continue
+        for frame in packet.decode():
+            if frame.time is None:
+                raise MediaError(f"{packet.stream.type} frames without timestamps")
+            consumer.add(frame, frame.time - origin)
+            if consumer.done:
+                pending -= 1
+                break
+        if not pending:
+            return
+
+
+class _FramePicker:
+    """Picks, for each target time, the first video frame at or after it.
+
+    Only the picked frames are converted to RGB (the costly part after decoding),
+    all by one reformatter: a frame's own `to_ndarray` builds a new swscale context
+    per frame, which costs more than the conversion. Targets past the last frame get
+    the last frame.
+    """
+
+    def __init__(self, targets: np.ndarray, short_side: int, sample_aspect_ratio,
+                 threads: int):
+        self._targets = targets
+        self._short_side = short_side
+        self._sample_aspect_ratio = sample_aspect_ratio
+        self._size = None  # (width, height) of the output, from the first frame
+        self._reformatter = av.video.reformatter.VideoReformatter()
+        self._threads = threads
+        self._frames = []
+        self._times = []
+        self._last = None  # (frame, time) of the latest frame decoded
+        self._last_picked = None  # (frame, rgb) of the latest frame picked
+        self.first_time = float(targets[0])
+
+    @property
+    def done(self) -> bool:
+        return len(self._frames) == len(self._targets)
+
+    def add(self, frame: av.VideoFrame, time: float) -> None:
+        self._last = (frame, time)
+        while not self.done and time >= self._targets[len(self._frames)]:
+            self._pick(frame, time)
+
+    def finish(self) -> tuple[np.ndarray, np.ndarray, float]:
+        """Returns frames [T, H, W, 3] uint8, their times [T] float64 and the video's end.
+
+        The end is infinite unless the video ended before the last target; then it is
+        the end of its last frame.
+        """
+        if self._last is None:
+            raise MediaError("no decodable video frames")
+        end = math.inf
+        if not self.done:
+            frame, time = self._last
+            end = time + float((frame.duration or 0) * frame.time_base)
+        while not self.done:
+            self._pick(*self._last)
+        return np.stack(self._frames), np.asarray(self._times, np.float64), end
+
+    def _pick(self, frame: av.VideoFrame, time: float) -> None:
+        if self._last_picked is None or self._last_picked[0] is not frame:
+            if self._size is None:
+                self._size = _resized(frame.width, frame.height, self._sample_aspect_ratio,
+                                      self._short_side)
+            width, height = self._size
+            rgb = self._reformatter.reformat(frame, width=width, height=height,
+                                             format="rgb24", threads=self._threads)
+            self._last_picked = (frame, rgb.to_ndarray())
+        self._frames.append(self._last_picked[1])
+        self._times.append(time)
+
+
+def _resized(width: int, height: int, sample_aspect_ratio, short_side: int):
+    """(width, height) with the short side `short_side`, display aspect kept, both even."""
+    display_width = width * float(sample_aspect_ratio or 1)
+    scale = short_side / min(display_width, height)
+    return _even(display_width * scale), _even(height * scale)
+
+
+def _even(size: float) -> int:
+    return max(2, 2 * round(size / 2))
+
+
+class _AudioWindow:
+    """Resamples the audio around a window to mono and cuts the window out."""
+
+    def __init__(self, centre: float, sample_rate: int, clip_samples: int):
+        self._sample_rate = sample_rate
+        self._clip_samples = clip_samples
+        self._window_start = centre - clip_samples / sample_rate / 2
+        self._window_end = self._window_start + clip_samples / sample_rate
+        # rematrix_maxval=1 scales the down-mix so it cannot clip: stereo becomes the
+        # mean of its channels, as librosa.load(mono=True) makes it.
+        self._resampler = av.AudioResampler(
+            format="flt", layout="mono", rate=sample_rate, frame_size=_RESAMPLED_FRAME_SIZE,
+            options={"rematrix_maxval": "1.0"})
+        self._chunks = []
+        self._decoded_start = None  # time of the first sample resampled
+        self.first_time = self._window_start - _AUDIO_MARGIN_S
+        self.done = False
+
+    def add(self, frame: av.AudioFrame, time: float) -> None:
+        if time + frame.samples / frame.sample_rate < self.first_time:
+            return
+        if self._decoded_start is None:
+            self._decoded_start = time
+        self._chunks.extend(out.to_ndarray()[0] for out in self._resampler.resample(frame))
+        self.done = time >= self._window_end + _AUDIO_MARGIN_S
+
+    def finish(self) -> tuple[np.ndarray, tuple[int, int]]:
+        """Returns the window [clip_samples] float32 and its valid range [first, last)."""
+        self._chunks.extend(out.to_ndarray()[0] for out in self._resampler.resample(None))
+        window = np.zeros(self._clip_samples, np.float32)
+        if self._decoded_start is None:
+            return window, (0, 0)
+        decoded = np.concatenate(self._chunks)
+        # Index into `decoded` of the window's first sample (negative: before the audio).
+        offset = round((self._window_start - self._decoded_start) * self._sample_rate)
+        first = min(max(-offset, 0), self._clip_samples)
+        last = max(min(len(decoded) - offset, self._clip_samples), first)
+        window[first:last] = decoded[offset + first:offset + last]
+        return window, (first, last)
+
+
+def spectrogram(waveform: np.ndarray, audio_config) -> np.ndarray:
+    """The audio front end named by `audio_config.frontend`.
+
+    'sop_logfreq' (the paper, after Sound of Pixels): the STFT magnitude, its
+    frequency axis warped to `bins` log-spaced rows by Sound of Pixels' grid, then
+    log(max(magnitude, 1e-5)) (the floor keeps silence finite). 'logmel': the
+    librosa mel power spectrogram with `bins` bands, then log(mel + 1e-6).
+
+    Args:
+      waveform: [clip_samples] float32 mono at audio_config.sample_rate.
+      audio_config: the config's `audio` section (frontend, sample_rate, n_fft, hop,
+        frames, bins).
+
+    Returns:
+      [audio_config.frames, audio_config.bins] float32, time-major.
+
+    Raises:
+      ValueError: an unknown front end, or a config whose clip_samples and hop do not
+        give `frames` STFT frames.
+    """
+    frontend = _FRONTENDS.get(audio_config.frontend)
+    if frontend is None:
+        raise ValueError(f"audio.frontend={audio_config.frontend!r} is not one of "
+                         f"{sorted(_FRONTENDS)}")
+    features = frontend(np.asarray(waveform, np.float32), audio_config).T
+    expected = (audio_config.frames, audio_config.bins)
+    if features.shape != expected:
+        raise ValueError(
+            f"the {audio_config.frontend} spectrogram of {len(waveform)} samples is "
+            f"[frames, bins] {list(features.shape)}, but audio.frames and audio.bins "
+            f"are {list(expected)}: the config's audio geometry is inconsistent")
+    return np.ascontiguousarray(features, dtype=np.float32)
+
+
+def frontend_parameters(audio_config) -> dict:
+    """Every parameter that determines the spectrogram, as stored in record manifests."""
+    return {
+        "frontend": audio_config.frontend,
+        "sample_rate": audio_config.sample_rate,
+        "n_fft": audio_config.n_fft,
+        "hop": audio_config.hop,
+        "clip_samples": audio_config.clip_samples,
+        "frames": audio_config.frames,
+        "bins": audio_config.bins,
+    }
+
+
+def _sop_logfreq(waveform: np.ndarray, audio_config) -> np.ndarray:
+    """log |STFT| on Sound of Pixels' log-frequency grid, [bins, frames]."""
+    magnitude = np.abs(librosa.stft(waveform, n_fft=audio_config.n_fft,
+                                    hop_length=audio_config.hop, center=True))
+    warped = _warp_frequency(magnitude, audio_config.bins)
+    return np.log(np.maximum(warped, _MIN_MAGNITUDE))
+
+
+def _warp_frequency(magnitude: np.ndarray, bins: int) -> np.ndarray:
+    """Resamples the frequency axis to Sound of Pixels' log-spaced grid.
+
+    Sound of Pixels (warpgrid + grid_sample, align_corners semantics) reads output
+    row y in linspace(-1, 1, bins) at the normalised frequency
+    g = (21 ** ((y + 1) / 2) - 11) / 10, i.e. input row (g + 1) / 2 * (F - 1),
+    interpolating linearly between the two nearest input rows.
+
+    Args:
+      magnitude: [F, T] linear-frequency magnitudes.
+      bins: output rows.
+
+    Returns:
+      [bins, T]; row 0 is the lowest frequency, row bins - 1 the Nyquist frequency.
+    """
+    num_freq = magnitude.shape[0]
+    rows = _sop_grid_rows(num_freq, bins)
+    lower = np.minimum(np.floor(rows).astype(np.int64), num_freq - 2)
+    weight = (rows - lower)[:, None]
+    return (1 - weight) * magnitude[lower] + weight * magnitude[lower + 1]
+
+
+def _sop_grid_rows(num_freq: int, bins: int) -> np.ndarray:
+    """The input frequency rows [bins] (fractional) that Sound of Pixels' grid reads."""
+    y = np.linspace(-1.0, 1.0, bins)
+    grid = (21.0 ** ((y + 1) / 2) - 11) / 10
+    return (grid + 1) / 2 * (num_freq - 1)
+
+
+def _logmel(waveform: np.ndarray, audio_config) -> np.ndarray:
+    """log mel power spectrogram, [bins, frames]."""
+    mel = librosa.feature.melspectrogram(
+        y=waveform, sr=audio_config.sample_rate, n_fft=audio_config.n_fft,
+        hop_length=audio_config.hop, n_mels=audio_config.bins, center=True, power=2.0)
+    return np.log(mel + _MEL_EPSILON)
+
+
+_FRONTENDS = {"sop_logfreq": _sop_logfreq, "logmel": _logmel}

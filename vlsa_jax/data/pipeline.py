@@ -1,0 +1,145 @@
+"""The grain input pipeline: prepared ArrayRecord shards -> host-local training batches.
+
+    records -> shuffle(seed) -> repeat -> this process's shard -> decode and augment
+    (random_map, seeded per element) -> batch (drop remainder) -> worker processes
+
+Every random choice comes from grain's per-element generator, so a pipeline restored
+from its saved state continues with exactly the batches it would have produced.
+"""
+import io
+import pathlib
+
+import grain
+import numpy as np
+from array_record.python import array_record_module
+from PIL import Image
+
+from vlsa_jax.data import media, records
+from vlsa_jax.models.vlsa import AUDIO, VIDEO
+
+
+def load_split(split_dir: str | pathlib.Path, config) -> list[str]:
+    """The split's shard paths, after checking its manifest against the config and its shards.
+
+    Raises:
+      ValueError: naming the config field the records disagree with, or the shard
+        that is missing or corrupt.
+    """
+    manifest = records.Manifest.load(split_dir)
+    missing = set(config.data.modalities) - set(manifest.modalities)
+    if missing:
+        raise ValueError(
+            f"data.modalities: {config.data.modalities!r} asks for {''.join(sorted(missing))!r}, "
+            f"which {split_dir} ({manifest.dataset}, {manifest.modalities!r}) does not carry")
+    records.check_matches_config(
+        manifest, media.frontend_parameters(config.audio),
+        {"stored_frames": config.video.stored_frames,
+         "stored_short_side": config.video.stored_short_side},
+        config.text.max_len)
+    paths = manifest.shard_paths(split_dir)
+    for path, shard in zip(paths, manifest.shards):
+        _check_shard(path, shard["num_records"])
+    return paths
+
+
+def _check_shard(path: str, num_records: int) -> None:
+    # A damaged ArrayRecord file opens as an empty one: compare with the manifest's count.
+    if not pathlib.Path(path).exists():
+        raise ValueError(f"{path}: shard listed in the manifest is missing")
+    try:
+        reader = array_record_module.ArrayRecordReader(path)
+        found = reader.num_records()
+        reader.close()
+    except RuntimeError as error:
+        raise ValueError(f"{path}: corrupt shard: {error}; prepare the split again") from None
+    if found != num_records:
+        raise ValueError(f"{path}: corrupt shard: {found} readable records, the manifest "
+                         f"lists {num_records}; prepare the split again")
+
+
+def segment_frame_indices(num_stored: int, num_frames: int,
+                          rng: np.random.Generator | None) -> np.ndarray:
+    """One frame per equal temporal segment: random within it (training) or its centre (eval)."""
+    edges = np.linspace(0, num_stored, num_frames + 1)
+    if rng is None:
+        return np.floor((edges[:-1] + edges[1:]) / 2).astype(int)
+    return np.minimum(np.floor(rng.uniform(edges[:-1], edges[1:])).astype(int), num_stored - 1)
+
+
+def random_crop_box(width: int, height: int, min_scale: float, rng: np.random.Generator):
+    """A random square box covering [min_scale, 1] of the short side's square, anywhere."""
+    side = min(width, height) * np.sqrt(rng.uniform(min_scale, 1.0))
+    left, top = rng.uniform(0, width - side), rng.uniform(0, height - side)
+    return left, top, left + side, top + side
+
+
+def centre_crop_box(width: int, height: int):
+    side = min(width, height)
+    left, top = (width - side) / 2, (height - side) / 2
+    return left, top, left + side, top + side
+
+
+def decode_frames(jpegs, indices, size: int, box_fn, flip: bool) -> np.ndarray:
+    """JPEG frames -> [T, size, size, 3] uint8, one crop box (and flip) for the whole clip."""
+    out = np.empty((len(indices), size, size, 3), np.uint8)
+    box = None
+    for i, index in enumerate(indices):
+        image = Image.open(io.BytesIO(jpegs[index]))
+        box = box or box_fn(*image.size)
+        image = image.convert("RGB").resize((size, size), Image.BILINEAR, box=box)
+        out[i] = np.asarray(image)
+    return out[:, :, ::-1] if flip else out
+
+
+class Preprocessor:
+    """Turns one record into one model example (training augmentation or evaluation)."""
+
+    def __init__(self, config, modalities: str, training: bool):
+        self._video, self._audio = config.video, config.audio
+        self._modalities = modalities
+        self._training = training
+        self._mean = np.asarray(config.video.mean, np.float32) * 255
+        self._std = np.asarray(config.video.std, np.float32) * 255
+
+    def __call__(self, data: bytes, rng: np.random.Generator | None = None) -> dict:
+        record = records.decode_record(data)
+        example = {}
+        if "v" in self._modalities:
+            example[VIDEO] = self._frames(record, rng)
+        if "a" in self._modalities:
+            spectrogram = record.spectrogram.astype(np.float32)
+            example[AUDIO] = (spectrogram - self._audio.norm_mean) / self._audio.norm_std
+        if "t" in self._modalities:
+            caption = rng.integers(len(record.captions)) if self._training else 0
+            example["text_ids"] = record.text_ids[caption]
+            example["text_mask"] = record.text_mask[caption]
+        return example
+
+    def _frames(self, record: records.ClipRecord, rng) -> np.ndarray:
+        training = self._training
+        indices = segment_frame_indices(
+            len(record.frames), self._video.num_frames, rng if training else None)
+        if training:
+            box_fn = lambda w, h: random_crop_box(w, h, self._video.min_crop_scale, rng)  # noqa: E731
+        else:
+            box_fn = centre_crop_box
+        flip = training and self._video.random_flip and bool(rng.integers(2))
+        frames = decode_frames(record.frames, indices, self._video.size, box_fn, flip)
+        return (frames.astype(np.float32) - self._mean) / self._std
+
+
+def training_dataset(config, process_index: int = 0, process_count: int = 1):
+    """Endless host-local training batches of `config.train.batch_size // process_count`."""
+    source = grain.sources.ArrayRecordDataSource(load_split(config.data.train_split, config))
+    dataset = (
+        grain.MapDataset.source(source)
+        .shuffle(seed=config.data.shuffle_seed)
+        .repeat()[process_index::process_count]
+        .random_map(Preprocessor(config, config.data.modalities, training=True),
+                    seed=config.seed)
+        .batch(config.train.batch_size // process_count, drop_remainder=True))
+    iterable = dataset.to_iter_dataset(grain.ReadOptions(num_threads=config.data.read_threads))
+    if config.data.workers > 0:
+        iterable = iterable.mp_prefetch(
+            grain.MultiprocessingOptions(num_workers=config.data.workers))
+    return iterable
