@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from tests.data_helpers import prepared_split
+from tests.data_helpers import CAPTIONS, prepared_split
 from vlsa_jax import train
 from vlsa_jax.data import pipeline
 from vlsa_jax.data.source import build_source
@@ -108,3 +108,31 @@ def test_worker_processes_feed_the_same_batches(prepared):
     fingerprint = lambda batch: hashlib.sha1(batch["audio"].tobytes()).hexdigest()  # noqa: E731
     assert (sorted(map(fingerprint, _take(in_process, 6)))
             == sorted(map(fingerprint, _take(with_workers, 6))))
+
+
+def test_evaluation_sees_every_clip_and_caption_once(prepared):
+    config, manifest, output = prepared
+    split = output / "train"
+    clips = list(pipeline.evaluation_clips(config, split, batch_size=4))
+    assert [int(b["valid"].sum()) for b in clips] == [4, 2]
+    assert sorted(np.concatenate([b["clip_index"][b["valid"]] for b in clips])) == list(range(6))
+    v = config.video
+    assert clips[0]["video"].shape == (4, v.num_frames, v.size, v.size, 3)
+    again = next(iter(pipeline.evaluation_clips(config, split, batch_size=4)))
+    np.testing.assert_array_equal(again["video"], clips[0]["video"])  # no randomness
+
+    captions = list(pipeline.evaluation_captions(config, split, batch_size=4))
+    pairs = [(int(c), int(k)) for b in captions
+             for c, k, ok in zip(b["clip_index"], b["caption_index"], b["valid"]) if ok]
+    num_captions = sum(len(v) for v in CAPTIONS.values())
+    assert len(pairs) == len(set(pairs)) == num_captions
+    assert captions[0]["text_ids"].shape == (4, config.text.max_len)
+
+
+def test_evaluation_splits_evenly_over_processes(prepared):
+    config, _, output = prepared
+    shares = [list(pipeline.evaluation_clips(config, output / "train", 2, index, 4))
+              for index in range(4)]
+    assert {len(share) for share in shares} == {1}  # 6 clips over 4 processes: 2, 2, 1, 1
+    seen = [int(i) for share in shares for b in share for i in b["clip_index"][b["valid"]]]
+    assert sorted(seen) == list(range(6))

@@ -216,10 +216,14 @@ def _run(container, consumers: dict, origin: float, decode_from: float) -> None:
 class _FramePicker:
     """Picks, for each target time, the first video frame at or after it.
 
-    Only the picked frames are converted to RGB (the costly part after decoding),
-    all by one reformatter: a frame's own `to_ndarray` builds a new swscale context
-    per frame, which costs more than the conversion. Targets past the last frame get
-    the last frame.
+    Only the picked frames are resized and converted to RGB, the costly part after
+    decoding, in two steps: resizing in the decoded pixel format, then converting at
+    the output size, which takes swscale's unscaled YUV -> RGB fast path; 2-3x
+    cheaper than one scaling conversion. The chroma keeps the source's subsampling
+    (4:2:0 for most video), as the stored JPEG frames do. Each step has a reformatter
+    of its own: a frame's own `to_ndarray` builds a new swscale context per frame,
+    which costs more than the conversion. Targets past the last frame get the last
+    frame.
     """
 
     def __init__(self, targets: np.ndarray, short_side: int, sample_aspect_ratio,
@@ -228,7 +232,8 @@ class _FramePicker:
         self._short_side = short_side
         self._sample_aspect_ratio = sample_aspect_ratio
         self._size = None  # (width, height) of the output, from the first frame
-        self._reformatter = av.video.reformatter.VideoReformatter()
+        self._resizer = av.video.reformatter.VideoReformatter()
+        self._to_rgb = av.video.reformatter.VideoReformatter()
         self._threads = threads
         self._frames = []
         self._times = []
@@ -267,8 +272,9 @@ class _FramePicker:
                 self._size = _resized(frame.width, frame.height, self._sample_aspect_ratio,
                                       self._short_side)
             width, height = self._size
-            rgb = self._reformatter.reformat(frame, width=width, height=height,
-                                             format="rgb24", threads=self._threads)
+            resized = self._resizer.reformat(frame, width=width, height=height,
+                                             threads=self._threads)
+            rgb = self._to_rgb.reformat(resized, format="rgb24", threads=self._threads)
             self._last_picked = (frame, rgb.to_ndarray())
         self._frames.append(self._last_picked[1])
         self._times.append(time)

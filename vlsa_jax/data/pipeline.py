@@ -143,3 +143,59 @@ def training_dataset(config, process_index: int = 0, process_count: int = 1):
         iterable = iterable.mp_prefetch(
             grain.MultiprocessingOptions(num_workers=config.data.workers))
     return iterable
+
+
+def _split_source(config, split_dir) -> grain.MapDataset:
+    return grain.MapDataset.source(
+        grain.sources.ArrayRecordDataSource(load_split(split_dir, config)))
+
+
+def _padded_batches(items: grain.MapDataset, batch_size: int, process_index: int,
+                    process_count: int):
+    """This process's share of `items` in batches of `batch_size`, each with 'valid' [B] bool.
+
+    The last batches are padded with copies of a real item, marked invalid, so that
+    every item is seen exactly once and every process yields the same number of
+    batches (global arrays need every process to contribute).
+    """
+    share = items[process_index::process_count]
+    per_process = -(-len(items) // process_count)
+    for first in range(0, max(per_process, 1), batch_size):
+        real = [share[i] for i in range(first, min(first + batch_size, len(share)))]
+        padding = [real[0] if real else items[0]] * (batch_size - len(real))
+        batch = {name: np.stack([item[name] for item in real + padding])
+                 for name in (real + padding)[0]}
+        batch["valid"] = np.arange(batch_size) < len(real)
+        yield batch
+
+
+def evaluation_clips(config, split_dir, batch_size: int, process_index: int = 0,
+                     process_count: int = 1):
+    """Every clip of the split once, in record order: centre crop, uniformly spaced frames.
+
+    Yields host-local batches of the media modalities of `config.data.modalities`,
+    plus 'clip_index' [B] (the record's position in the split) and 'valid' [B].
+    """
+    media_only = "".join(m for m in config.data.modalities if m in "av")
+    preprocess = Preprocessor(config, media_only, training=False)
+    items = _split_source(config, split_dir).map_with_index(
+        lambda index, data: preprocess(data) | {"clip_index": np.int32(index)})
+    return _padded_batches(items, batch_size, process_index, process_count)
+
+
+def evaluation_captions(config, split_dir, batch_size: int, process_index: int = 0,
+                        process_count: int = 1):
+    """Every caption of every clip once: 'text_ids', 'text_mask' [B, L], 'clip_index' and
+    'caption_index' [B] (which clip and which of its captions), and 'valid' [B]."""
+    source = _split_source(config, split_dir)
+    index = [(clip, caption) for clip in range(len(source))
+             for caption in range(len(records.decode_record(source[clip]).captions))]
+
+    def caption_item(position):
+        clip, caption = index[position]
+        record = records.decode_record(source[clip])
+        return {"text_ids": record.text_ids[caption], "text_mask": record.text_mask[caption],
+                "clip_index": np.int32(clip), "caption_index": np.int32(caption)}
+
+    items = grain.MapDataset.range(len(index)).map(caption_item)
+    return _padded_batches(items, batch_size, process_index, process_count)
