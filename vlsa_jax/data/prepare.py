@@ -10,6 +10,7 @@ and listed in the manifest with its reason; nothing is zero-filled. Exit status:
 when every clip was written, 3 when some failed, 1 when none was written.
 """
 import dataclasses
+import functools
 import json
 import multiprocessing
 import os
@@ -46,6 +47,15 @@ class PrepareOptions:
     audio: dict  # the config's audio section
     missing_audio: str
 
+    @classmethod
+    def from_config(cls, config, media_dir, modalities: str, tokenizer: str,
+                    missing_audio: str) -> "PrepareOptions":
+        return cls(
+            media_dir=str(media_dir), modalities=modalities, tokenizer=tokenizer,
+            max_len=config.text.max_len, stored_frames=config.video.stored_frames,
+            stored_short_side=config.video.stored_short_side, audio=config.audio.to_dict(),
+            missing_audio=missing_audio)
+
 
 def prepare_split(config, dataset: str, annotations: str, media_dir: str, output_dir: str,
                   split: str, *, num_workers: int = 1, tokenizer: str | None = None,
@@ -62,11 +72,8 @@ def prepare_split(config, dataset: str, annotations: str, media_dir: str, output
     tok = tokenizer_lib.load_tokenizer(tok_name)
     tokenizer_lib.check_compatible(tok, config.text)
 
-    options = PrepareOptions(
-        media_dir=str(media_dir), modalities=adapter.modalities, tokenizer=tok_name,
-        max_len=config.text.max_len, stored_frames=config.video.stored_frames,
-        stored_short_side=config.video.stored_short_side, audio=config.audio.to_dict(),
-        missing_audio=missing_audio)
+    options = PrepareOptions.from_config(
+        config, media_dir, adapter.modalities, tok_name, missing_audio)
     num_shards = max(1, -(-len(clips) // clips_per_shard))
     jobs = [(str(split_dir / f"{split}-{i:05d}-of-{num_shards:05d}{records.SHARD_SUFFIX}"),
              clips[i * clips_per_shard:(i + 1) * clips_per_shard], options)
@@ -107,22 +114,21 @@ def _shard_done(shard_path: str) -> bool:
     return os.path.exists(shard_path) and os.path.exists(shard_path + ".json")
 
 
-_WORKER_TOKENIZERS = {}
+# One tokenizer per worker process and name, loaded on first use.
+worker_tokenizer = functools.cache(tokenizer_lib.load_tokenizer)
 
 
 def _write_shard(job) -> int:
     """Writes one shard and its sidecar (ids written, failures, timings); returns #clips."""
     shard_path, clips, options = job
-    if options.tokenizer not in _WORKER_TOKENIZERS:
-        _WORKER_TOKENIZERS[options.tokenizer] = tokenizer_lib.load_tokenizer(options.tokenizer)
-    tok = _WORKER_TOKENIZERS[options.tokenizer]
+    tok = worker_tokenizer(options.tokenizer)
     timings = dict.fromkeys(_STAGES, 0.0)
     written, failures = [], []
     moments = [0, 0.0, 0.0]  # count, sum and sum of squares of spectrogram values
     writer = array_record_module.ArrayRecordWriter(shard_path + ".tmp", "group_size:1")
     for clip in clips:
         try:
-            record = _make_record(clip, options, tok, timings)
+            record = make_record(clip, options, tok, timings)
         except media.MediaError as error:
             failures.append({"id": clip.clip_id, "reason": str(error)})
             continue
@@ -144,7 +150,13 @@ def _write_shard(job) -> int:
     return len(clips)
 
 
-def _make_record(clip: ClipAnnotation, options: PrepareOptions, tok, timings) -> records.ClipRecord:
+def make_record(clip: ClipAnnotation, options: PrepareOptions, tok,
+                timings: dict[str, float]) -> records.ClipRecord:
+    """Decodes one clip into a record; adds each stage's seconds to `timings`.
+
+    Raises:
+      media.MediaError: the clip cannot be used (the reason says why).
+    """
     path = pathlib.Path(options.media_dir) / clip.path
     if not path.exists():
         raise media.MediaError(f"file not found: {clip.path}")

@@ -1,0 +1,369 @@
+r"""Times the input pipeline and the data preparation per core, each beside its floor.
+
+    python -m benchmarks.pipeline_throughput
+    python -m benchmarks.pipeline_throughput --num_records=64 --repeats=5 --clips=4 --seconds=10
+
+Run it from the repository root, as a module: `vlsa_jax` and `tests` are then this
+checkout's, whatever else is installed.
+
+Pipeline, at the base config's input sizes (8 of 16 stored 341x256 JPEG frames,
+cropped to 224x224; a 256x256 float16 spectrogram; 40 tokens), on synthetic records
+written to an ArrayRecord split in a temporary directory:
+
+  decode floor   Pillow decoding the 8 sampled JPEGs of a record, nothing else
+  preprocess     Preprocessor(config, 'avt', training=True) on a record: what each
+                 grain worker does per sample
+  grain          training_dataset with data.workers=0 and one reader thread,
+                 batches of 32: the per-sample work plus grain's own (reading,
+                 shuffling, batching)
+
+Preparation, on generated 640x360 30 fps H.264 clips with 44.1 kHz stereo AAC
+(tests.media_fixtures.write_clip; their frames are flat grey, which H.264 decodes
+several times faster than camera footage, so the floor is low and the ratio to it
+high beside real media):
+
+  decode floor   PyAV decoding every frame of both streams, no conversion
+  make_record    prepare._make_record for the base config (decode, spectrogram,
+                 JPEG, tokenize; writing the record is not included)
+
+Every stage runs in this one process on one core at a time, so the figures are per
+core; the goals are in the table. Medians over --repeats passes. Prints a table and
+one JSON line with every figure.
+"""
+import datetime
+import io
+import json
+import os
+import pathlib
+import platform
+import statistics
+import tempfile
+import time
+
+import av
+import numpy as np
+from absl import app, flags
+from array_record.python import array_record_module
+from PIL import Image
+
+from tests.media_fixtures import write_clip
+from vlsa_jax import config_lib
+from vlsa_jax.data import media, pipeline, prepare, records, tokenizer as tokenizer_lib
+from vlsa_jax.data.annotations import ClipAnnotation
+
+_CONFIG = pathlib.Path(__file__).parents[1] / "configs" / "pretrain.py"
+# The stored frame size of a 4:3 source at the base config's stored_short_side.
+_FRAME_WIDTH, _FRAME_HEIGHT = 341, 256
+_CAPTIONS_PER_RECORD = 2
+_BATCH_SIZE = 32
+_CLIP_SIZE, _CLIP_FPS = (640, 360), 30
+# Goals: the pipeline's per-sample work within 1.5x of decoding the JPEGs it needs and
+# at least 100 samples/s per core; preparation within 1.3x of decoding the media.
+_PREPROCESS_GOAL_RATIO = 1.5
+_SAMPLES_PER_CORE_GOAL = 100.0
+_PREPARE_GOAL_RATIO = 1.3
+_WORDS = ("a the red blue green yellow purple orange black white small large dog cat "
+          "person car ball bird child woman man horse guitar piano drum plays runs jumps "
+          "sings rides throws catches slowly quickly loudly outside inside near under "
+          "over park street kitchen beach stage field river").split()
+
+flags.DEFINE_integer("num_records", 64, "Synthetic records in the pipeline's split.")
+flags.DEFINE_integer("repeats", 5, "Timed passes per stage; the medians are reported.")
+flags.DEFINE_integer("batches", 4, "Grain batches per timed pass (after one warm-up batch).")
+flags.DEFINE_integer("clips", 4, "Generated clips for the preparation stages.")
+flags.DEFINE_float("seconds", 10.0, "Length of each generated clip.")
+FLAGS = flags.FLAGS
+
+
+def synthetic_frames(rng: np.random.Generator, count: int) -> list[bytes]:
+    """`count` JPEG frames of a panning smooth scene with a few objects and sensor noise.
+
+    Flat or purely random images give JPEGs far smaller or larger than video frames,
+    and JPEG decoding time follows the coded size; these come out at about 20 KB, as
+    stored frames of real video at quality 90 do.
+    """
+    y, x = np.mgrid[0:_FRAME_HEIGHT, 0:_FRAME_WIDTH].astype(np.float32)
+    freqs = rng.uniform(0.01, 0.06, (3, 2, 1, 1))
+    phases = rng.uniform(0, 2 * np.pi, (3, 1, 1))
+    boxes = rng.integers(0, [_FRAME_WIDTH - 40, _FRAME_HEIGHT - 40, 256], (4, 3))
+    frames = []
+    for t in range(count):
+        scene = 128 + 80 * np.sin(freqs[:, 0] * (x + 4 * t) + freqs[:, 1] * y + phases)
+        scene = scene.transpose(1, 2, 0)
+        for left, top, value in boxes:
+            scene[top:top + 40, left + 2 * t:left + 2 * t + 40] = value
+        noisy = scene + rng.normal(0, 5, scene.shape)
+        frames.append(records.encode_jpeg(np.clip(noisy, 0, 255).astype(np.uint8)))
+    return frames
+
+
+def write_synthetic_split(config, split_dir: pathlib.Path, num_records: int) -> list[bytes]:
+    """Writes a one-shard split that pipeline.load_split accepts; returns its records."""
+    rng = np.random.default_rng(0)
+    video, audio, text = config.video, config.audio, config.text
+    data = []
+    for i in range(num_records):
+        text_ids = rng.integers(5, text.vocab_size, (_CAPTIONS_PER_RECORD, text.max_len),
+                                dtype=np.int32)
+        text_mask = np.zeros_like(text_ids)
+        for row in range(_CAPTIONS_PER_RECORD):
+            text_mask[row, :rng.integers(8, text.max_len + 1)] = 1
+        spectrogram = rng.normal(audio.norm_mean, audio.norm_std, (audio.frames, audio.bins))
+        record = records.ClipRecord(
+            clip_id=f"clip{i:05d}", source=f"clip{i:05d}.mp4", start=None, end=None,
+            captions=[f"synthetic clip {i} caption {c}" for c in range(_CAPTIONS_PER_RECORD)],
+            text_ids=text_ids, text_mask=text_mask,
+            frames=synthetic_frames(rng, video.stored_frames),
+            frame_times=[0.5 * t for t in range(video.stored_frames)],
+            spectrogram=spectrogram.astype(np.float16), audio_valid=(0, audio.clip_samples))
+        data.append(records.encode_record(record))
+    split_dir.mkdir(parents=True)
+    shard = f"train-00000-of-00001{records.SHARD_SUFFIX}"
+    writer = array_record_module.ArrayRecordWriter(str(split_dir / shard), "group_size:1")
+    for item in data:
+        writer.write(item)
+    writer.close()
+    records.Manifest(
+        dataset="synthetic", split="train", modalities="avt", num_clips=num_records,
+        num_failed=0, frontend=media.frontend_parameters(audio),
+        frames={"stored_frames": video.stored_frames,
+                "stored_short_side": video.stored_short_side},
+        tokenizer={"name_or_path": "synthetic", "vocab_size": text.vocab_size,
+                   "max_len": text.max_len},
+        shards=[{"file": shard, "num_records": num_records}], timings={},
+        spectrogram_stats={"mean": audio.norm_mean, "std": audio.norm_std},
+        failures=[]).save(split_dir)
+    return data
+
+
+def median_pass(run_pass, repeats: int) -> float:
+    """The median wall time of `repeats` calls of run_pass()."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run_pass()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def time_pipeline(config, split_dir: pathlib.Path, data: list[bytes], repeats: int,
+                  batches: int) -> dict:
+    # Record i gets the generator seeded with i; it draws its frames first, so the floor
+    # decodes the very frames the pipeline does.
+    seeds = range(len(data))
+    sampled = []
+    for seed, item in zip(seeds, data):
+        frames = records.decode_record(item).frames
+        indices = pipeline.segment_frame_indices(
+            len(frames), config.video.num_frames, np.random.default_rng(seed))
+        sampled.append([frames[index] for index in indices])
+
+    def decode_floor():
+        for jpegs in sampled:
+            for jpeg in jpegs:
+                np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"))
+
+    preprocessor = pipeline.Preprocessor(config, "avt", training=True)
+
+    def preprocess():
+        for seed, item in zip(seeds, data):
+            preprocessor(item, np.random.default_rng(seed))
+
+    decode_floor()  # warm-up: Pillow's first calls
+    floor_s = median_pass(decode_floor, repeats) / len(data)
+    preprocess_s = median_pass(preprocess, repeats) / len(data)
+
+    config = config.copy_and_resolve_references()
+    config.data.train_split = str(split_dir)
+    config.data.workers = 0
+    # One reader thread computes one batch at a time, so the wall time per batch is one
+    # core's; more threads would work ahead of the timed batches (grain buffers their
+    # results) and share the cores with each other.
+    config.data.read_threads = 1
+    config.train.batch_size = _BATCH_SIZE
+    iterator = iter(pipeline.training_dataset(config))
+    next(iterator)  # warm-up: the reader thread starts
+    wall, cpu = [], []
+    for _ in range(repeats):
+        start, start_cpu = time.perf_counter(), time.process_time()
+        for _ in range(batches):
+            next(iterator)
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    samples = batches * _BATCH_SIZE
+    grain_s = statistics.median(wall) / samples
+    return {
+        "jpeg_kb_mean": round(np.mean([len(j) for jpegs in sampled for j in jpegs]) / 1024, 1),
+        "decode_floor_ms": round(floor_s * 1e3, 3),
+        "decode_floor_per_core": round(1 / floor_s, 1),
+        "preprocess_ms": round(preprocess_s * 1e3, 3),
+        "preprocess_per_core": round(1 / preprocess_s, 1),
+        "preprocess_x_floor": round(preprocess_s / floor_s, 3),
+        "grain_ms": round(grain_s * 1e3, 3),
+        "grain_per_core": round(1 / grain_s, 1),
+        "grain_x_floor": round(grain_s / floor_s, 3),
+        "grain_cores_used": round(statistics.median(cpu) / statistics.median(wall), 2),
+    }
+
+
+def train_tokenizer(directory: pathlib.Path):
+    """A small WordPiece on generated captions (the base config's BERT may be absent)."""
+    rng = np.random.default_rng(0)
+    captions = [" ".join(rng.choice(_WORDS, 8)) for _ in range(500)]
+    return tokenizer_lib.train_wordpiece(captions, 512, directory)
+
+
+def decode_streams(path: pathlib.Path) -> None:
+    """Decodes every frame of the first video and audio streams, in one thread."""
+    with av.open(str(path)) as container:
+        streams = [container.streams.video[0], container.streams.audio[0]]
+        streams[0].codec_context.thread_count = 1  # as decode_clip's default
+        for packet in container.demux(streams):
+            for _ in packet.decode():
+                pass
+
+
+def time_preparation(config, directory: pathlib.Path, num_clips: int, seconds: float,
+                     repeats: int) -> dict:
+    media_dir = directory / "media"
+    media_dir.mkdir(parents=True)
+    tok = train_tokenizer(directory / "tokenizer")
+    ids = tokenizer_lib.special_token_ids(tok)
+    config = config.copy_and_resolve_references()
+    config.text.tokenizer = str(directory / "tokenizer")
+    config.text.vocab_size = len(tok)
+    config.text.mask_token_id = ids["mask"]
+    config.text.special_token_ids = tuple(ids[r] for r in ("pad", "cls", "sep", "mask"))
+    tokenizer_lib.check_compatible(tok, config.text)
+
+    rng = np.random.default_rng(0)
+    clips = []
+    for i in range(num_clips):
+        path = write_clip(media_dir / f"clip{i}.mp4", seconds=seconds, fps=_CLIP_FPS,
+                          size=_CLIP_SIZE, sample_rate=44_100, channels=2,
+                          tone_hz=220.0 * (i + 1))
+        clips.append(ClipAnnotation(clip_id=f"clip{i}", path=path.name,
+                                    captions=(" ".join(rng.choice(_WORDS, 8)),)))
+    options = prepare.PrepareOptions(
+        media_dir=str(media_dir), modalities="avt", tokenizer=config.text.tokenizer,
+        max_len=config.text.max_len, stored_frames=config.video.stored_frames,
+        stored_short_side=config.video.stored_short_side, audio=config.audio.to_dict(),
+        missing_audio="error")
+    # librosa compiles its numba kernels on the first spectrogram (seconds).
+    media.spectrogram(np.zeros(config.audio.clip_samples, np.float32), config.audio)
+
+    def decode_floor():
+        for clip in clips:
+            decode_streams(media_dir / clip.path)
+
+    stage_passes = []
+
+    def make_records():
+        timings = dict.fromkeys(prepare._STAGES, 0.0)
+        for clip in clips:
+            prepare._make_record(clip, options, tok, timings)
+        stage_passes.append(timings)
+
+    decode_floor()  # warm-up: the page cache and FFmpeg's first calls
+    make_records()
+    stage_passes.clear()
+    floor_s = median_pass(decode_floor, repeats) / num_clips
+    make_record_s = median_pass(make_records, repeats) / num_clips
+    figures = {
+        "clip_mb_mean": round(np.mean([(media_dir / c.path).stat().st_size
+                                       for c in clips]) / 2**20, 2),
+        "decode_floor_ms": round(floor_s * 1e3, 2),
+        "decode_floor_per_core": round(1 / floor_s, 2),
+        "make_record_ms": round(make_record_s * 1e3, 2),
+        "make_record_per_core": round(1 / make_record_s, 2),
+        "make_record_x_floor": round(make_record_s / floor_s, 3),
+    }
+    for stage in ("decode", "spectrogram", "jpeg", "tokenize"):
+        seconds_per_clip = statistics.median(p[stage] for p in stage_passes) / num_clips
+        figures[f"{stage}_ms"] = round(seconds_per_clip * 1e3, 2)
+    return figures
+
+
+def cpu_model() -> str:
+    """The processor's model name (Linux), else the machine type."""
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.machine()
+
+
+def _verdict(met: bool) -> str:
+    return "met" if met else "MISSED"
+
+
+def print_table(config, pipe: dict, prep: dict) -> None:
+    video, audio = config.video, config.audio
+    print(f"pipeline: {FLAGS.num_records} records of {video.stored_frames} frames "
+          f"{_FRAME_WIDTH}x{_FRAME_HEIGHT} (JPEG {pipe['jpeg_kb_mean']} KB) -> "
+          f"{video.num_frames}x{video.size}x{video.size}, spectrogram "
+          f"{audio.frames}x{audio.bins}, {config.text.max_len} tokens; "
+          f"median of {FLAGS.repeats}")
+    rows = [
+        ("decode floor (Pillow)", pipe["decode_floor_ms"], pipe["decode_floor_per_core"],
+         1.0, ""),
+        ("preprocess", pipe["preprocess_ms"], pipe["preprocess_per_core"],
+         pipe["preprocess_x_floor"],
+         f"<= {_PREPROCESS_GOAL_RATIO}x, >= {_SAMPLES_PER_CORE_GOAL:g}/s: " + _verdict(
+             pipe["preprocess_x_floor"] <= _PREPROCESS_GOAL_RATIO
+             and pipe["preprocess_per_core"] >= _SAMPLES_PER_CORE_GOAL)),
+        (f"grain (workers=0, 1 thread, batch {_BATCH_SIZE})", pipe["grain_ms"],
+         pipe["grain_per_core"], pipe["grain_x_floor"],
+         f">= {_SAMPLES_PER_CORE_GOAL:g}/s: "
+         + _verdict(pipe["grain_per_core"] >= _SAMPLES_PER_CORE_GOAL)
+         + f" ({pipe['grain_cores_used']} cores busy)"),
+    ]
+    _print_rows(("stage", "ms/sample", "samples/s/core", "x floor", "goal"), rows)
+    print()
+    print(f"preparation: {FLAGS.clips} clips of {FLAGS.seconds:g} s {_CLIP_SIZE[0]}x"
+          f"{_CLIP_SIZE[1]} {_CLIP_FPS} fps H.264 + 44.1 kHz stereo AAC "
+          f"({prep['clip_mb_mean']} MB) -> {video.stored_frames} frames, short side "
+          f"{video.stored_short_side}; median of {FLAGS.repeats}")
+    rows = [
+        ("decode floor (PyAV)", prep["decode_floor_ms"], prep["decode_floor_per_core"],
+         1.0, ""),
+        ("make_record", prep["make_record_ms"], prep["make_record_per_core"],
+         prep["make_record_x_floor"],
+         f"<= {_PREPARE_GOAL_RATIO}x: "
+         + _verdict(prep["make_record_x_floor"] <= _PREPARE_GOAL_RATIO)),
+    ]
+    rows += [(f"  {stage}", prep[f"{stage}_ms"], "", "", "")
+             for stage in ("decode", "spectrogram", "jpeg", "tokenize")]
+    _print_rows(("stage", "ms/clip", "clips/s/core", "x floor", "goal"), rows)
+
+
+def _print_rows(columns, rows) -> None:
+    widths = [max(len(str(row[i])) for row in (columns, *rows)) for i in range(len(columns))]
+    for row in (columns, *rows):
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+def main(argv):
+    del argv
+    config = config_lib.load_config_module(_CONFIG).get_config("variant=base")
+    with tempfile.TemporaryDirectory() as temp:
+        temp = pathlib.Path(temp)
+        data = write_synthetic_split(config, temp / "train", FLAGS.num_records)
+        pipe = time_pipeline(config, temp / "train", data, FLAGS.repeats, FLAGS.batches)
+        prep = time_preparation(config, temp / "prepare", FLAGS.clips, FLAGS.seconds,
+                                FLAGS.repeats)
+    print_table(config, pipe, prep)
+    print(json.dumps({
+        "benchmark": "pipeline_throughput",
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "cpu": cpu_model(), "cores": os.cpu_count(),
+        "num_records": FLAGS.num_records, "repeats": FLAGS.repeats,
+        "batches": FLAGS.batches, "batch_size": _BATCH_SIZE, "clips": FLAGS.clips,
+        "seconds": FLAGS.seconds, "pipeline": pipe, "preparation": prep,
+    }))
+
+
+if __name__ == "__main__":
+    app.run(main)
