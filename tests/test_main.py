@@ -30,20 +30,23 @@ def _metrics(workdir):
 
 
 def test_local_launcher_trains_and_resumes(tmp_path):
+    # The training tests' schedule (num_steps=200) and mesh (8 devices): their compiled
+    # programs are reused through the compilation cache.
     command = ["bash", str(ROOT / "launch" / "local.sh"), str(tmp_path),
-               "configs/pretrain.py:variant=tiny,num_steps=4", "--config.train.log_every_steps=2",
+               "configs/pretrain.py:variant=tiny,num_steps=200",
+               "--config.train.log_every_steps=2", "--config.train.stop_after_steps=4",
                "--config.train.stop_after_steps=2"]
-    subprocess.run(command, cwd=ROOT, env=_env(2), check=True, capture_output=True)
+    subprocess.run(command, cwd=ROOT, env=_env(8), check=True, capture_output=True)
     assert [m["step"] for m in _metrics(tmp_path)] == [2]
     assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2"]
 
-    result = subprocess.run(command[:-1], cwd=ROOT, env=_env(2), check=True,
+    result = subprocess.run(command[:-1], cwd=ROOT, env=_env(8), check=True,
                             capture_output=True, text=True)
     assert "resuming from the checkpoint of step 2" in result.stderr
     assert [m["step"] for m in _metrics(tmp_path)] == [2, 4]
     assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "4"]
     config = json.loads((tmp_path / "config.json").read_text())
-    assert config["variant"] == "tiny" and config["train"]["num_steps"] == 4
+    assert config["variant"] == "tiny" and config["train"]["stop_after_steps"] == 4
 
 
 def test_bad_config_fails_before_any_work_naming_the_field(tmp_path):
@@ -60,8 +63,10 @@ def test_bad_config_fails_before_any_work_naming_the_field(tmp_path):
 
 def test_two_processes_train_like_one(tmp_path):
     """Two processes of 4 devices each, joined by jax.distributed, match one process of 8."""
-    args = ["-m", "vlsa_jax.main", "--config=configs/pretrain.py:variant=tiny,num_steps=2",
-            "--config.train.log_every_steps=1"]
+    args = ["-m", "vlsa_jax.main", "--config=configs/pretrain.py:variant=tiny,num_steps=200",
+            "--config.train.stop_after_steps=2", "--config.train.log_every_steps=1",
+            # Audio and text only: the same multi-process path at half the compile time.
+            "--config.data.modalities=at"]
     single = tmp_path / "single"
     subprocess.run([sys.executable, *args, f"--workdir={single}"], cwd=ROOT, env=_env(8),
                    check=True, capture_output=True)
