@@ -23,12 +23,13 @@ several times faster than camera footage, so the floor is low and the ratio to i
 high beside real media):
 
   decode floor   PyAV decoding every frame of both streams, no conversion
-  make_record    prepare._make_record for the base config (decode, spectrogram,
+  make_record    prepare.make_record for the base config (decode, spectrogram,
                  JPEG, tokenize; writing the record is not included)
 
 Every stage runs in this one process on one core at a time, so the figures are per
-core; the goals are in the table. Medians over --repeats passes. Prints a table and
-one JSON line with every figure.
+core; the goals are in the table. Medians over --repeats passes, each floor's passes
+alternating with those of the stage measured against it. Prints a table and one JSON
+line with every figure.
 """
 import datetime
 import io
@@ -52,11 +53,13 @@ from vlsa_jax.data import media, pipeline, prepare, records, tokenizer as tokeni
 from vlsa_jax.data.annotations import ClipAnnotation
 
 _CONFIG = pathlib.Path(__file__).parents[1] / "configs" / "pretrain.py"
-# The stored frame size of a 4:3 source at the base config's stored_short_side.
+# Stored frames of a 4:3 source at the base config's stored_short_side (256).
 _FRAME_WIDTH, _FRAME_HEIGHT = 341, 256
 _CAPTIONS_PER_RECORD = 2
 _BATCH_SIZE = 32
 _CLIP_SIZE, _CLIP_FPS = (640, 360), 30
+# The stages prepare.make_record times (writing is the caller's).
+_PREPARE_STAGES = ("decode", "spectrogram", "jpeg", "tokenize")
 # Goals: the pipeline's per-sample work within 1.5x of decoding the JPEGs it needs and
 # at least 100 samples/s per core; preparation within 1.3x of decoding the media.
 _PREPROCESS_GOAL_RATIO = 1.5
@@ -136,23 +139,27 @@ def write_synthetic_split(config, split_dir: pathlib.Path, num_records: int) -> 
     return data
 
 
-def median_pass(run_pass, repeats: int) -> float:
-    """The median wall time of `repeats` calls of run_pass()."""
-    times = []
+def median_passes(floor_pass, measured_pass, repeats: int) -> tuple[float, float]:
+    """The median wall times of `repeats` calls of each function, in alternation.
+
+    Alternating keeps a slow spell of a shared machine from landing on one of the two
+    only, which would skew their ratio.
+    """
+    floor, measured = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
-        run_pass()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for run_pass, times in ((floor_pass, floor), (measured_pass, measured)):
+            start = time.perf_counter()
+            run_pass()
+            times.append(time.perf_counter() - start)
+    return statistics.median(floor), statistics.median(measured)
 
 
 def time_pipeline(config, split_dir: pathlib.Path, data: list[bytes], repeats: int,
                   batches: int) -> dict:
     # Record i gets the generator seeded with i; it draws its frames first, so the floor
     # decodes the very frames the pipeline does.
-    seeds = range(len(data))
     sampled = []
-    for seed, item in zip(seeds, data):
+    for seed, item in enumerate(data):
         frames = records.decode_record(item).frames
         indices = pipeline.segment_frame_indices(
             len(frames), config.video.num_frames, np.random.default_rng(seed))
@@ -166,12 +173,12 @@ def time_pipeline(config, split_dir: pathlib.Path, data: list[bytes], repeats: i
     preprocessor = pipeline.Preprocessor(config, "avt", training=True)
 
     def preprocess():
-        for seed, item in zip(seeds, data):
+        for seed, item in enumerate(data):
             preprocessor(item, np.random.default_rng(seed))
 
     decode_floor()  # warm-up: Pillow's first calls
-    floor_s = median_pass(decode_floor, repeats) / len(data)
-    preprocess_s = median_pass(preprocess, repeats) / len(data)
+    floor_s, preprocess_s = (
+        t / len(data) for t in median_passes(decode_floor, preprocess, repeats))
 
     config = config.copy_and_resolve_references()
     config.data.train_split = str(split_dir)
@@ -244,11 +251,8 @@ def time_preparation(config, directory: pathlib.Path, num_clips: int, seconds: f
                           tone_hz=220.0 * (i + 1))
         clips.append(ClipAnnotation(clip_id=f"clip{i}", path=path.name,
                                     captions=(" ".join(rng.choice(_WORDS, 8)),)))
-    options = prepare.PrepareOptions(
-        media_dir=str(media_dir), modalities="avt", tokenizer=config.text.tokenizer,
-        max_len=config.text.max_len, stored_frames=config.video.stored_frames,
-        stored_short_side=config.video.stored_short_side, audio=config.audio.to_dict(),
-        missing_audio="error")
+    options = prepare.PrepareOptions.from_config(
+        config, media_dir, "avt", config.text.tokenizer, missing_audio="error")
     # librosa compiles its numba kernels on the first spectrogram (seconds).
     media.spectrogram(np.zeros(config.audio.clip_samples, np.float32), config.audio)
 
@@ -259,16 +263,16 @@ def time_preparation(config, directory: pathlib.Path, num_clips: int, seconds: f
     stage_passes = []
 
     def make_records():
-        timings = dict.fromkeys(prepare._STAGES, 0.0)
+        timings = dict.fromkeys(_PREPARE_STAGES, 0.0)
         for clip in clips:
-            prepare._make_record(clip, options, tok, timings)
+            prepare.make_record(clip, options, tok, timings)
         stage_passes.append(timings)
 
     decode_floor()  # warm-up: the page cache and FFmpeg's first calls
     make_records()
     stage_passes.clear()
-    floor_s = median_pass(decode_floor, repeats) / num_clips
-    make_record_s = median_pass(make_records, repeats) / num_clips
+    floor_s, make_record_s = (
+        t / num_clips for t in median_passes(decode_floor, make_records, repeats))
     figures = {
         "clip_mb_mean": round(np.mean([(media_dir / c.path).stat().st_size
                                        for c in clips]) / 2**20, 2),
@@ -278,7 +282,7 @@ def time_preparation(config, directory: pathlib.Path, num_clips: int, seconds: f
         "make_record_per_core": round(1 / make_record_s, 2),
         "make_record_x_floor": round(make_record_s / floor_s, 3),
     }
-    for stage in ("decode", "spectrogram", "jpeg", "tokenize"):
+    for stage in _PREPARE_STAGES:
         seconds_per_clip = statistics.median(p[stage] for p in stage_passes) / num_clips
         figures[f"{stage}_ms"] = round(seconds_per_clip * 1e3, 2)
     return figures
@@ -334,8 +338,7 @@ def print_table(config, pipe: dict, prep: dict) -> None:
          f"<= {_PREPARE_GOAL_RATIO}x: "
          + _verdict(prep["make_record_x_floor"] <= _PREPARE_GOAL_RATIO)),
     ]
-    rows += [(f"  {stage}", prep[f"{stage}_ms"], "", "", "")
-             for stage in ("decode", "spectrogram", "jpeg", "tokenize")]
+    rows += [(f"  {stage}", prep[f"{stage}_ms"], "", "", "") for stage in _PREPARE_STAGES]
     _print_rows(("stage", "ms/clip", "clips/s/core", "x floor", "goal"), rows)
 
 
