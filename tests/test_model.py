@@ -16,7 +16,7 @@ from flax import nnx
 
 from vlsa_jax import config_lib
 from vlsa_jax.models.transformer import REMAT_POLICY_NAMES
-from vlsa_jax.models.vlsa import GROUPINGS, VLSA, abstract_model, model_inputs
+from vlsa_jax.models.vlsa import GROUPINGS, VLSA, abstract_model, model_inputs, normalize_frames
 from vlsa_jax.objective import pretraining_loss
 from vlsa_jax.param_count import PARTS, count_parameters
 
@@ -55,9 +55,9 @@ def _random_batch(config, batch_size=_BATCH_SIZE, without=()):
     length = config.text.max_len
     lengths = np.maximum(length - 3 * np.arange(batch_size), 1)
     batch = {
-        "video": rng.standard_normal(
-            (batch_size, config.video.num_frames, config.video.size, config.video.size, 3),
-            dtype=np.float32),
+        "video": rng.integers(
+            0, 256, (batch_size, config.video.num_frames, config.video.size, config.video.size, 3),
+            dtype=np.uint8),
         "audio": rng.standard_normal(
             (batch_size, config.audio.frames, config.audio.bins), dtype=np.float32),
         # Ids 0-3 are the tiny variant's special tokens.
@@ -294,3 +294,12 @@ def test_text_padding_is_masked(tiny):
     np.testing.assert_allclose(
         np.delete(changed_embedding, 1, axis=0), np.delete(reference, 1, axis=0),
         rtol=0, atol=1e-6)
+
+
+def test_frames_are_normalised_with_the_config_statistics():
+    config = _config()
+    frames = np.random.default_rng(0).integers(0, 256, (2, 3, 4, 4, 3), dtype=np.uint8)
+    mean = np.asarray(config.video.mean) * 255
+    std = np.asarray(config.video.std) * 255
+    np.testing.assert_allclose(normalize_frames(frames, config.video), (frames - mean) / std,
+                               rtol=1e-6, atol=1e-5)

@@ -28,12 +28,12 @@ def test_training_batches_have_model_shapes(prepared):
     batch = next(iter(pipeline.training_dataset(config)))
     v, a, t = config.video, config.audio, config.text
     assert batch["video"].shape == (4, v.num_frames, v.size, v.size, 3)
-    assert batch["video"].dtype == np.float32
+    assert batch["video"].dtype == np.uint8  # normalised on the device
     assert batch["audio"].shape == (4, a.frames, a.bins)
     assert batch["text_ids"].shape == batch["text_mask"].shape == (4, t.max_len)
     assert (batch["text_mask"].sum(axis=1) >= 3).all()  # [CLS] word(s) [SEP]
-    # Normalised pixels: the fixture's frames are far from constant.
-    assert -3 < batch["video"].mean() < 3 and batch["video"].std() > 0.05
+    # The fixture's frames change brightness over time: the frames are not constant.
+    assert batch["video"].std() > 5
 
 
 def test_resumed_iterator_continues_with_the_exact_next_batch(prepared):

@@ -56,7 +56,8 @@ def _manifest():
         frames={"stored_frames": 8, "stored_short_side": 40},
         tokenizer={"name_or_path": "tokenizer", "vocab_size": 300, "max_len": 12},
         shards=[{"file": "train-00000-of-00001.array_record", "num_records": 3}],
-        timings={"decode": 1.0}, spectrogram_stats={"mean": -4.2, "std": 3.1}, failures=[{"id": "bad", "reason": "empty file"}])
+        timings={"decode": 1.0}, spectrogram_stats={"mean": -4.2, "std": 3.1},
+        failures=[{"id": "bad", "reason": "empty file"}])
 
 
 def test_manifest_round_trip_and_config_check(tmp_path):

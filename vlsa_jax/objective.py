@@ -80,7 +80,7 @@ def pretraining_loss(model: VLSA, batch, key, config: ml_collections.ConfigDict)
 
 
 def mask_modalities(model, inputs, text_valid, key, config) -> dict[str, MaskedModality]:
-    """Embeds every modality and masks it: MAE drop for video (per frame) and audio, BERT for text."""
+    """Embeds and masks every modality: MAE drop for video (per frame) and audio, BERT for text."""
     grids = token_grids(config)
     keys = dict(zip((VIDEO, AUDIO, TEXT), jax.random.split(key, 3)))
     out = {}
@@ -167,7 +167,8 @@ def matching_partners(key, anchor, other, negatives: str, temperature):
         similarity = jnp.where(jnp.eye(batch_size, dtype=bool), -jnp.inf, similarity)
         negative = jax.random.categorical(negative_key, similarity, axis=-1)
     else:
-        negative = (rows + jax.random.randint(negative_key, (batch_size,), 1, batch_size)) % batch_size
+        shift = jax.random.randint(negative_key, (batch_size,), 1, batch_size)
+        negative = (rows + shift) % batch_size
     return jnp.where(labels, rows, negative).astype(jnp.int32), labels.astype(jnp.float32)
 
 

@@ -100,11 +100,6 @@ class Preprocessor:
         self._video, self._audio = config.video, config.audio
         self._modalities = modalities
         self._training = training
-        # Per-channel statistics tiled along a whole image row: normalising [T, H, W*3]
-        # rows runs over long contiguous runs instead of 3 values at a time.
-        size = config.video.size
-        self._mean_row = np.tile(np.asarray(config.video.mean, np.float32) * 255, size)
-        self._std_row = np.tile(np.asarray(config.video.std, np.float32) * 255, size)
 
     def __call__(self, data: bytes, rng: np.random.Generator | None = None) -> dict:
         record = records.decode_record(data)
@@ -129,11 +124,8 @@ class Preprocessor:
         else:
             box_fn = centre_crop_box
         flip = training and self._video.random_flip and bool(rng.integers(2))
-        frames = decode_frames(record.frames, indices, self._video.size, box_fn, flip)
-        rows = frames.reshape(len(frames), self._video.size, -1)
-        normalised = np.subtract(rows, self._mean_row, dtype=np.float32)
-        np.divide(normalised, self._std_row, out=normalised)
-        return normalised.reshape(frames.shape)
+        # uint8: the model normalises frames on the device (models.vlsa.normalize_frames).
+        return decode_frames(record.frames, indices, self._video.size, box_fn, flip)
 
 
 def training_dataset(config, process_index: int = 0, process_count: int = 1):

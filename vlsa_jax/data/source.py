@@ -17,7 +17,7 @@ from vlsa_jax.models.vlsa import AUDIO, VIDEO, modalities_of
 class BatchSource(Protocol):
     """An endless iterator of host-local batches with a saveable position.
 
-    A batch holds 'video' [b, T, H, W, 3] float32, 'audio' [b, time, freq] float32,
+    A batch holds 'video' [b, T, H, W, 3] uint8 RGB, 'audio' [b, time, freq] float32,
     'text_ids' [b, L] int32 and 'text_mask' [b, L] int32 (1 on real tokens), where
     b = global batch / process count; keys of modalities the data lacks are absent.
     """
@@ -67,7 +67,7 @@ def random_batch(config, index: int, modalities) -> dict[str, np.ndarray]:
     batch = {}
     if VIDEO in modalities:
         v = config.video
-        batch[VIDEO] = rng.standard_normal((size, v.num_frames, v.size, v.size, 3), np.float32)
+        batch[VIDEO] = rng.integers(0, 256, (size, v.num_frames, v.size, v.size, 3), np.uint8)
     if AUDIO in modalities:
         batch[AUDIO] = rng.standard_normal((size, config.audio.frames, config.audio.bins),
                                            np.float32)
