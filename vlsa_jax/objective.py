@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from vlsa_jax import losses, masking
-from vlsa_jax.models.embeddings import masked_mean
+from vlsa_jax.models.embeddings import masked_mean, valid_or_ones
 from vlsa_jax.models.vlsa import (
     AUDIO,
     TEXT,
@@ -184,7 +184,7 @@ def pair_losses(model, pair, embeddings, sources, temperature, key, config):
         encoded = model.encode(pair_sources)
         features = masked_mean(
             jnp.concatenate([encoded[m] for m in pair], axis=1),
-            jnp.concatenate([_valid_or_ones(*pair_sources[m]) for m in pair], axis=1))
+            jnp.concatenate([valid_or_ones(*pair_sources[m]) for m in pair], axis=1))
     else:
         a, x = losses.l2_normalize(anchor), losses.l2_normalize(other[partner])
         features = jnp.concatenate([a, x, a * x, jnp.abs(a - x)], axis=-1)
@@ -196,7 +196,3 @@ def pair_losses(model, pair, embeddings, sources, temperature, key, config):
         "retrieval_accuracy": losses.contrastive_accuracy(anchor, other),
     }
 
-
-def _valid_or_ones(tokens, valid):
-    """The [B, N] validity of a (tokens, valid) source, all True where valid is None."""
-    return jnp.ones(tokens.shape[:2], bool) if valid is None else valid

@@ -188,14 +188,12 @@ def evaluation_captions(config, split_dir, batch_size: int, process_index: int =
     """Every caption of every clip once: 'text_ids', 'text_mask' [B, L], 'clip_index' and
     'caption_index' [B] (which clip and which of its captions), and 'valid' [B]."""
     source = _split_source(config, split_dir)
-    index = [(clip, caption) for clip in range(len(source))
-             for caption in range(len(records.decode_record(source[clip]).captions))]
-
-    def caption_item(position):
-        clip, caption = index[position]
+    # One pass decodes each record once; token ids are small enough to keep.
+    captions = []
+    for clip in range(len(source)):
         record = records.decode_record(source[clip])
-        return {"text_ids": record.text_ids[caption], "text_mask": record.text_mask[caption],
-                "clip_index": np.int32(clip), "caption_index": np.int32(caption)}
-
-    items = grain.MapDataset.range(len(index)).map(caption_item)
+        captions += [{"text_ids": record.text_ids[k], "text_mask": record.text_mask[k],
+                      "clip_index": np.int32(clip), "caption_index": np.int32(k)}
+                     for k in range(len(record.captions))]
+    items = grain.MapDataset.source(captions)
     return _padded_batches(items, batch_size, process_index, process_count)

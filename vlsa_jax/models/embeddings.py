@@ -75,3 +75,8 @@ def masked_mean(tokens, valid):
         return tokens.mean(axis=1)
     weights = valid.astype(jnp.float32)[..., None]
     return (tokens * weights).sum(axis=1) / jnp.maximum(weights.sum(axis=1), 1.0)
+
+
+def valid_or_ones(tokens, valid):
+    """The [B, N] validity of tokens [B, N, D]: `valid`, or all True where it is None."""
+    return jnp.ones(tokens.shape[:2], bool) if valid is None else valid

@@ -17,6 +17,7 @@ from vlsa_jax.models.embeddings import (
     masked_mean,
     patchify_audio,
     patchify_video,
+    valid_or_ones,
 )
 from vlsa_jax.models.transformer import Stack, StackSpec, dense, layer_norm
 
@@ -245,9 +246,7 @@ def _run_joint(encoder: Stack, inputs):
     if all(inputs[m][1] is None for m in names):
         valid = None
     else:
-        valid = jnp.concatenate([
-            jnp.ones(t.shape[:2], bool) if inputs[m][1] is None else inputs[m][1]
-            for m, t in zip(names, tokens)], axis=1)
+        valid = jnp.concatenate([valid_or_ones(*inputs[m]) for m in names], axis=1)
     out = encoder(jnp.concatenate(tokens, axis=1), valid)
     splits = np.cumsum([t.shape[1] for t in tokens])[:-1]
     return dict(zip(names, jnp.split(out, splits, axis=1)))
