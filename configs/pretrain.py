@@ -127,6 +127,7 @@ def get_config(arg=None):
     config.loss.lpmm = True  # local-patch masked modeling
     config.loss.gam = True  # global audio matching: audio-video and audio-text
     config.loss.vtm = False  # video-text matching (the baseline GAM replaces, App. E)
+    config.loss.matching = True  # the binary matching head's term in each global pair
     config.loss.lambda_global = 5.0
     config.loss.temperature = 0.05
     config.loss.learnable_temperature = False
@@ -183,6 +184,31 @@ def get_config(arg=None):
         ("layers", None),
         ("positions", None),
     )
+
+    config.eval = ml_collections.ConfigDict()
+    # Prepared splits to evaluate, comma-separated. `DIR+OTHER` adds OTHER's clips to
+    # DIR's galleries as distractors (never correct); `DIR+OTHER:a` adds only their
+    # audio (or ':v' their video). The split is named after DIR's last component.
+    config.eval.splits = ""
+    # Retrieval directions, query2gallery; 'va' is the fused video+audio embedding.
+    config.eval.directions = "t2v,v2t,t2a,a2t,v2a,a2v,t2va,va2t"
+    config.eval.caption_mode = "all"  # 'all': every caption is a query | 'first'
+    config.eval.protocol = "zero_shot"  # 'zero_shot' | 'fine_tuned': recorded with the numbers
+    config.eval.batch_size = 8 if tiny else 256  # global, clips or captions per batch
+    # Query rows of the similarity matrix scored at once: memory is block_size x gallery.
+    config.eval.block_size = 1024
+    # Also report dual-softmax re-ranking (uses the whole query set) as its own rows.
+    config.eval.dual_softmax = False
+    config.eval.dual_softmax_temperature = 0.01
+    config.eval.every_steps = 0  # evaluate during training every N steps; 0: never
+    # --mode=eval/export: this checkpoint (a run's workdir, checkpoints folder or one
+    # step's folder); '': the newest checkpoint of --workdir.
+    config.eval.checkpoint = ""
+
+    config.init = ml_collections.ConfigDict()
+    # Start training from these weights (a workdir, checkpoints folder or step folder);
+    # the optimizer starts fresh. '': random initialisation. Ignored when resuming.
+    config.init.checkpoint = ""
 
     config.checkpoint = ml_collections.ConfigDict()
     config.checkpoint.every_steps = 50 if tiny else 1_000

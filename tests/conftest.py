@@ -6,6 +6,7 @@ import tempfile
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 
 import jax  # noqa: E402
+import pytest  # noqa: E402
 from absl import flags  # noqa: E402
 
 jax.config.update("jax_num_cpu_devices", 8)
@@ -17,3 +18,22 @@ jax.config.update("jax_compilation_cache_dir",
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 # grain worker processes read absl flags; pytest never parses them.
 flags.FLAGS.mark_as_parsed()
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """(config, workdir, records) of the tiny model trained 2 steps on a prepared 6-clip split.
+
+    The retrieval tests (eval, export, search, fine-tuning) start from it.
+    """
+    from tests.data_helpers import prepared_split
+    from vlsa_jax import train
+
+    directory = tmp_path_factory.mktemp("trained_run")
+    config, _, records = prepared_split(directory)
+    # The training tests' schedule and mesh: their compiled step is reused.
+    config.train.num_steps, config.train.stop_after_steps = 200, 2
+    config.eval.splits = str(records / "train")
+    workdir = directory / "run"
+    train.train_and_evaluate(config, str(workdir))
+    return config, workdir, records

@@ -87,3 +87,25 @@ def test_two_processes_train_like_one(tmp_path):
     for ours, theirs in zip(_metrics(multi), _metrics(single), strict=True):
         np.testing.assert_allclose(ours["loss"], theirs["loss"], rtol=1e-5)
         np.testing.assert_allclose(ours["grad_norm"], theirs["grad_norm"], rtol=1e-5)
+
+
+def test_eval_export_and_search_entry_points(trained_run):
+    config, workdir, records = trained_run
+    split = str(records / "train")
+    common = [sys.executable, "-m", "vlsa_jax.main", "--config=configs/pretrain.py:variant=tiny",
+              f"--workdir={workdir}", f"--config.eval.splits={split}"]
+    result = subprocess.run(common + ["--mode=eval"], cwd=ROOT, env=_env(8), check=True,
+                            capture_output=True, text=True)
+    assert "retrieval at step 2 (zero_shot, captions: all)" in result.stdout
+    assert all(f" {d} " in result.stdout for d in ("t2v", "a2t", "v2a", "va2t"))
+    assert json.loads((workdir / "eval" / "train" / "metrics.json").read_text())["step"] == 2
+
+    subprocess.run(common + ["--mode=export"], cwd=ROOT, env=_env(8), check=True,
+                   capture_output=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "vlsa_jax.search", f"--export_dir={workdir / 'export'}",
+         "--split=train", f"--video={records.parent / 'media' / 'clip2.mp4'}",
+         "--target=video", "--top_k=3"],
+        cwd=ROOT, env=_env(1), check=True, capture_output=True, text=True)
+    lines = result.stdout.splitlines()
+    assert len(lines) == 3 and lines[0].split()[-1] == "clip2", result.stdout

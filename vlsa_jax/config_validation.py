@@ -14,6 +14,7 @@ from typing import Any
 
 import ml_collections
 
+from vlsa_jax import eval_protocol
 from vlsa_jax.models.transformer import ATTENTION_IMPLS, REMAT_POLICY_NAMES
 from vlsa_jax.models.vlsa import GROUPINGS, global_pairs, modalities_of, modality_groups
 
@@ -71,6 +72,7 @@ _FIELD_TYPES: dict[str, Any] = {
     "loss.lpmm": bool,
     "loss.gam": bool,
     "loss.vtm": bool,
+    "loss.matching": bool,
     "loss.lambda_global": float,
     "loss.temperature": float,
     "loss.learnable_temperature": bool,
@@ -100,6 +102,17 @@ _FIELD_TYPES: dict[str, Any] = {
     "mesh.data": int,
     "mesh.fsdp": int,
     "mesh.tensor": int,
+    "eval.splits": str,
+    "eval.directions": str,
+    "eval.caption_mode": str,
+    "eval.protocol": str,
+    "eval.batch_size": int,
+    "eval.block_size": int,
+    "eval.dual_softmax": bool,
+    "eval.dual_softmax_temperature": float,
+    "eval.every_steps": int,
+    "eval.checkpoint": str,
+    "init.checkpoint": str,
     "checkpoint.every_steps": int,
     "checkpoint.keep": int,
     "checkpoint.async_save": bool,
@@ -119,6 +132,8 @@ _CHOICES: dict[str, Sequence[str]] = {
     "audio.frontend": ("sop_logfreq", "logmel"),
     "train.on_nonfinite": ("error", "skip"),
     "optim.schedule": ("cosine", "linear", "constant"),
+    "eval.caption_mode": ("all", "first"),
+    "eval.protocol": ("zero_shot", "fine_tuned"),
 }
 
 # (predicate, what it requires), shared by the fields of `_RANGES`.
@@ -171,6 +186,10 @@ _RANGES = {
     "optim.b2": _OPEN_UNIT,
     "optim.warmup_steps": _NON_NEGATIVE,
     "optim.grad_clip": _NON_NEGATIVE,
+    "eval.batch_size": _POSITIVE,
+    "eval.block_size": _POSITIVE,
+    "eval.dual_softmax_temperature": _POSITIVE,
+    "eval.every_steps": _NON_NEGATIVE,
     "checkpoint.every_steps": _POSITIVE,
     "checkpoint.keep": _POSITIVE,
 }
@@ -219,6 +238,7 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None
     _check_divisibility(config)
     _check_audio_geometry(config.audio)
     _check_batch(config, num_devices)
+    _check_eval(config, num_devices)
     _check_matching_head(config)
     _check_something_to_train(config)
 
@@ -404,6 +424,24 @@ def _check_batch(config, num_devices: int) -> None:
         raise ConfigError(
             "train.batch_size", f"{batch_size} is not divisible by the data-parallel size "
             f"{data * fsdp} (mesh.data x mesh.fsdp)")
+
+
+def _check_eval(config, num_devices: int) -> None:
+    """Directions and split specs parse; evaluation batches split over the mesh too."""
+    for path, parse in (("eval.directions", eval_protocol.parse_directions),
+                        ("eval.splits", eval_protocol.parse_split_specs)):
+        try:
+            parse(_lookup(config, path))
+        except ValueError as error:
+            raise ConfigError(path, str(error)) from None
+    if config.eval.every_steps and not config.eval.splits:
+        raise ConfigError("eval.every_steps", f"{config.eval.every_steps}, but eval.splits "
+                          "names no split to evaluate")
+    data, fsdp, _ = resolve_mesh_shape(config.mesh, num_devices)
+    if config.eval.batch_size % (data * fsdp):
+        raise ConfigError(
+            "eval.batch_size", f"{config.eval.batch_size} is not divisible by the "
+            f"data-parallel size {data * fsdp} (mesh.data x mesh.fsdp)")
 
 
 def _check_matching_head(config) -> None:

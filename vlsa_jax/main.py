@@ -1,6 +1,8 @@
 r"""Entry point.
 
     python -m vlsa_jax.main --config=configs/pretrain.py:variant=tiny --workdir=DIR
+    python -m vlsa_jax.main --config=... --workdir=DIR --mode=eval     # retrieval sweep
+    python -m vlsa_jax.main --config=... --workdir=DIR --mode=export   # embeddings to .npy
 
 A config is a `get_config(arg)` file; fields are overridden with `--config.x.y=v`.
 On a multi-host cluster (TPU pod, SLURM) pass `--distributed` so that every process
@@ -12,13 +14,16 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from vlsa_jax import train
+from vlsa_jax import evaluate, export, train
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
     "config", None, "A get_config(arg) file: path[:key=value,...].", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the config.")
-flags.DEFINE_enum("mode", "train", ["train"], "What to run.")
+flags.DEFINE_enum("mode", "train", ["train", "eval", "export"],
+                  "train: pre-train or fine-tune (resuming in --workdir); eval: the retrieval "
+                  "sweep of config.eval on a checkpoint; export: that checkpoint's embeddings "
+                  "of the config.eval splits, as .npy files.")
 flags.DEFINE_bool("distributed", False,
                   "Call jax.distributed.initialize() (multi-host clusters). On TPU pods and "
                   "SLURM it finds its peers itself; elsewhere give the three flags below.")
@@ -43,6 +48,10 @@ def main(argv):
                  jax.device_count(), jax.default_backend())
     if FLAGS.mode == "train":
         train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    elif FLAGS.mode == "eval":
+        evaluate.evaluate_checkpoint(FLAGS.config, FLAGS.workdir)
+    elif FLAGS.mode == "export":
+        export.export_checkpoint(FLAGS.config, FLAGS.workdir)
 
 
 if __name__ == "__main__":

@@ -71,7 +71,7 @@ def pretraining_loss(model: VLSA, batch, key, config: ml_collections.ConfigDict)
         for pair, k in zip(pairs, jax.random.split(match_key, len(pairs))):
             terms = pair_losses(model, pair, embeddings, sources, temperature, k, config)
             metrics.update({f"global/{pair_name(pair)}/{n}": v for n, v in terms.items()})
-            global_ += terms["nce"] + terms["match"]
+            global_ += terms["nce"] + terms.get("match", 0.0)
         metrics["temperature"] = temperature
 
     loss = local + config.loss.lambda_global * global_
@@ -173,8 +173,16 @@ def matching_partners(key, anchor, other, negatives: str, temperature):
 
 
 def pair_losses(model, pair, embeddings, sources, temperature, key, config):
-    """Global terms of one pair: symmetric InfoNCE and binary matching (Eq. 7)."""
+    """Global terms of one pair: symmetric InfoNCE and binary matching (Eq. 7).
+
+    The matching term is left out when `config.loss.matching` is off (fine-tuning
+    trains the contrastive loss alone).
+    """
     anchor, other = embeddings[pair[0]], embeddings[pair[1]]
+    terms = {"nce": losses.symmetric_info_nce(anchor, other, temperature),
+             "retrieval_accuracy": losses.contrastive_accuracy(anchor, other)}
+    if not config.loss.matching:
+        return terms
     partner, labels = matching_partners(key, anchor, other, config.matching.negatives, temperature)
     if config.matching.head == "joint_pass":
         # Re-encode each (anchor, partner) pair jointly and pool all its tokens.
@@ -189,10 +197,6 @@ def pair_losses(model, pair, embeddings, sources, temperature, key, config):
         a, x = losses.l2_normalize(anchor), losses.l2_normalize(other[partner])
         features = jnp.concatenate([a, x, a * x, jnp.abs(a - x)], axis=-1)
     logits = model.match_logits(pair, features)
-    return {
-        "nce": losses.symmetric_info_nce(anchor, other, temperature),
-        "match": losses.binary_matching_loss(logits, labels),
-        "match_accuracy": jnp.mean((logits > 0) == (labels > 0)),
-        "retrieval_accuracy": losses.contrastive_accuracy(anchor, other),
-    }
+    return terms | {"match": losses.binary_matching_loss(logits, labels),
+                    "match_accuracy": jnp.mean((logits > 0) == (labels > 0))}
 

@@ -9,10 +9,12 @@ import math
 
 import jax
 import numpy as np
+from flax import nnx
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from vlsa_jax.config_validation import resolve_mesh_shape
+from vlsa_jax.models.vlsa import abstract_model
 
 MESH_AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")
@@ -61,6 +63,21 @@ def param_shardings(abstract_params, logical_specs, rules, mesh):
     return jax.tree.map(
         lambda x, spec: NamedSharding(mesh, logical_to_mesh_spec(spec, x.shape, rules, mesh)),
         abstract_params, logical_specs, is_leaf=lambda s: isinstance(s, P))
+
+
+def model_structure(config):
+    """(graphdef, logical PartitionSpecs of the parameters), without allocating anything."""
+    graphdef, params = nnx.split(abstract_model(config))
+    return graphdef, nnx.to_pure_dict(nnx.get_partition_spec(params))
+
+
+def sharded_abstract_params(config, mesh):
+    """(graphdef, the parameters as ShapeDtypeStructs carrying their NamedShardings)."""
+    graphdef, logical_specs = model_structure(config)
+    abstract = jax.eval_shape(lambda: nnx.to_pure_dict(nnx.state(abstract_model(config))))
+    shardings = param_shardings(abstract, logical_specs, config.mesh.logical_axis_rules, mesh)
+    return graphdef, jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, shardings)
 
 
 def batch_sharding(mesh) -> NamedSharding:

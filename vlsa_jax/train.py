@@ -19,16 +19,10 @@ import optax
 from absl import logging
 from flax import nnx
 
-from vlsa_jax import checkpointing, metric_writers, objective, optimizer, sharding
+from vlsa_jax import checkpointing, evaluate, metric_writers, objective, optimizer, sharding
 from vlsa_jax.config_validation import validate_config
 from vlsa_jax.data.source import build_source
-from vlsa_jax.models.vlsa import abstract_model, build_model
-
-
-def model_structure(config):
-    """(graphdef, logical PartitionSpecs of the parameters), without allocating anything."""
-    graphdef, params = nnx.split(abstract_model(config))
-    return graphdef, nnx.to_pure_dict(nnx.get_partition_spec(params))
+from vlsa_jax.models.vlsa import build_model
 
 
 def init_state(config, tx: optax.GradientTransformation, seed_key):
@@ -103,13 +97,14 @@ class Training(NamedTuple):
     init: Callable  # seed key -> state, initialised straight into the shardings
     step: Callable  # (state, global batch) -> (state, metrics); donates the state
     seed_key: jax.Array
+    graphdef: Any  # the model's structure, to merge with parameters
 
 
 def setup_training(config: ml_collections.ConfigDict, mesh) -> Training:
     """Builds the model and optimizer abstractly, shards them by rule, and jits init and step."""
     tx = optimizer.make_optimizer(config)
     schedule = optimizer.learning_rate_schedule(config.optim, config.train.num_steps)
-    graphdef, logical_specs = model_structure(config)
+    graphdef, logical_specs = sharding.model_structure(config)
     seed_key = jax.random.key_data(jax.random.key(config.seed))
     abstract_state = jax.eval_shape(functools.partial(init_state, config, tx), seed_key)
     shardings = state_shardings(
@@ -126,7 +121,8 @@ def setup_training(config: ml_collections.ConfigDict, mesh) -> Training:
             abstract_state, shardings),
         init=jax.jit(functools.partial(init_state, config, tx), out_shardings=shardings),
         step=step,
-        seed_key=seed_key)
+        seed_key=seed_key,
+        graphdef=graphdef)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
@@ -162,9 +158,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
     latest = checkpointer.latest_step()
     if latest is None:
         state = training.init(training.seed_key)
+        if config.init.checkpoint:
+            state["params"] = _initial_weights(config.init.checkpoint, state["params"],
+                                               training.abstract_state["params"])
     else:
         logging.info("resuming from the checkpoint of step %d", latest)
         state = checkpointer.restore(latest, training.abstract_state, source)
+
+    # ----------------------------------------------------------------------------
+    # Periodic retrieval evaluation: the sweep of --mode=eval on the live parameters.
+    evaluator = None
+    if config.eval.every_steps:
+        evaluator = evaluate.Evaluator(
+            config, mesh, training.graphdef,
+            jax.tree.map(lambda x: x.sharding, training.abstract_state["params"]))
 
     # ----------------------------------------------------------------------------
     # The loop.
@@ -193,6 +200,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
                 _log_progress(step, last_step, metrics)
             if save_now:
                 checkpointer.save(step, state, source)
+            if evaluator and (step % config.eval.every_steps == 0
+                              or step == config.train.num_steps):
+                results = evaluator.run(state["params"], step, workdir)
+                writer.write(step, evaluate.as_scalars(results))
+                evaluate.log_table(results)
             if preemption.requested:
                 break
     finally:
@@ -200,6 +212,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
         checkpointer.close()
         writer.close()
     return state
+
+
+def _initial_weights(path, fresh_params, abstract_params):
+    """`fresh_params` with every parameter the checkpoint at `path` holds replaced by its value.
+
+    Parameters the checkpoint lacks (a matching head the fine-tuning objective adds)
+    keep their fresh initialisation; the optimizer state is never read.
+    """
+    restored, missing, step = checkpointing.restore_params(
+        path, abstract_params, allow_missing=True)
+    logging.info("initial weights: step %d of %s%s", step, path,
+                 f"; fresh: {', '.join(missing)}" if missing else "")
+
+    def merge(fresh, loaded):
+        return {k: merge(v, loaded.get(k, {})) if isinstance(v, dict) else loaded.get(k, v)
+                for k, v in fresh.items()}
+
+    return merge(fresh_params, restored)
 
 
 class _IntervalTimer:

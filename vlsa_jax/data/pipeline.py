@@ -145,7 +145,7 @@ def training_dataset(config, process_index: int = 0, process_count: int = 1):
     return iterable
 
 
-def _split_source(config, split_dir) -> grain.MapDataset:
+def split_source(config, split_dir) -> grain.MapDataset:
     return grain.MapDataset.source(
         grain.sources.ArrayRecordDataSource(load_split(split_dir, config)))
 
@@ -178,7 +178,7 @@ def evaluation_clips(config, split_dir, batch_size: int, process_index: int = 0,
     """
     media_only = "".join(m for m in config.data.modalities if m in "av")
     preprocess = Preprocessor(config, media_only, training=False)
-    items = _split_source(config, split_dir).map_with_index(
+    items = split_source(config, split_dir).map_with_index(
         lambda index, data: preprocess(data) | {"clip_index": np.int32(index)})
     return _padded_batches(items, batch_size, process_index, process_count)
 
@@ -187,7 +187,7 @@ def evaluation_captions(config, split_dir, batch_size: int, process_index: int =
                         process_count: int = 1):
     """Every caption of every clip once: 'text_ids', 'text_mask' [B, L], 'clip_index' and
     'caption_index' [B] (which clip and which of its captions), and 'valid' [B]."""
-    source = _split_source(config, split_dir)
+    source = split_source(config, split_dir)
     # One pass decodes each record once; token ids are small enough to keep.
     captions = []
     for clip in range(len(source)):

@@ -123,6 +123,13 @@ class Manifest:
                                     "(python -m vlsa_jax.data.prepare ...)")
         return cls(**json.loads(path.read_text()))
 
+    def tokenizer_source(self, split_dir: str | pathlib.Path) -> str:
+        """The tokenizer the records were made with: a hub name, or its directory (which
+        the manifest holds relative to the folder the split was prepared into)."""
+        name = self.tokenizer["name_or_path"]
+        local = pathlib.Path(split_dir).parent / name
+        return str(local) if local.is_dir() else name
+
     def shard_paths(self, split_dir: str | pathlib.Path) -> list[str]:
         return [str(pathlib.Path(split_dir) / s["file"]) for s in self.shards]
 

@@ -1,0 +1,139 @@
+r"""Search exported embeddings with a text, an audio file or a video file.
+
+    python -m vlsa_jax.search --export_dir=DIR/export --split=test \
+        --text="a dog barks at a passing car" --target=video --top_k=10
+    python -m vlsa_jax.search --export_dir=DIR/export --split=test --video=clip.mp4 --target=audio
+
+The query is embedded with the checkpoint and config the export was made with, by
+the same code as the records (`vlsa_jax.data.prepare.make_record`) and the
+evaluation pipeline (`Preprocessor`, centre crop), so a clip of the split finds
+itself first. From Python:
+
+    searcher = Searcher("DIR/export")
+    searcher.search(searcher.embed_text("a red circle"), split="test", target="video")
+"""
+import collections
+import dataclasses
+import json
+import pathlib
+import sys
+
+import jax
+import ml_collections
+import numpy as np
+from absl import app, flags
+
+from vlsa_jax import checkpointing, evaluate, export, sharding
+from vlsa_jax.data import media, pipeline, prepare, records
+from vlsa_jax.data import tokenizer as tokenizer_lib
+from vlsa_jax.data.annotations import ClipAnnotation
+
+TARGETS = ("video", "audio", "text")
+
+
+@dataclasses.dataclass(frozen=True)
+class Hit:
+    clip_id: str
+    score: float
+    caption_index: int | None = None  # text targets: which caption of the clip
+    caption: str | None = None
+
+
+class Searcher:
+    """Loads an export, its config and checkpoint; embeds queries and ranks the export's rows."""
+
+    def __init__(self, export_dir: str | pathlib.Path):
+        self._dir = pathlib.Path(export_dir)
+        manifest = json.loads((self._dir / export.MANIFEST).read_text())
+        self.config = ml_collections.ConfigDict(
+            json.loads((self._dir / export.CONFIG).read_text()))
+        self._splits = manifest["splits"]
+        # One query at a time: one device, parameters whole.
+        self.config.mesh.data = self.config.mesh.fsdp = self.config.mesh.tensor = 1
+        mesh = sharding.make_mesh(self.config.mesh, jax.devices()[:1])
+        graphdef, abstract = sharding.sharded_abstract_params(self.config, mesh)
+        self._params, _, _ = checkpointing.restore_params(manifest["checkpoint"], abstract)
+        self._embed = jax.jit(lambda params, batch: evaluate.embed_batch(
+            params, batch, graphdef=graphdef, config=self.config))
+        self._tokenizer = None
+
+    def embed_text(self, text: str) -> np.ndarray:
+        """A caption -> its unit [D] embedding."""
+        if self._tokenizer is None:
+            split_dir = next(iter(self._splits.values()))
+            source = records.Manifest.load(split_dir).tokenizer_source(split_dir)
+            self._tokenizer = tokenizer_lib.load_tokenizer(source)
+        ids, mask = tokenizer_lib.encode_captions(
+            self._tokenizer, [text], self.config.text.max_len)
+        return self._run({"text_ids": ids, "text_mask": mask})["text"]
+
+    def embed_file(self, path: str | pathlib.Path, modality: str) -> np.ndarray:
+        """A media file's video or audio -> its unit [D] embedding.
+
+        Raises:
+          media.MediaError: the file cannot be decoded (the reason says why).
+        """
+        letter = {"video": "v", "audio": "a"}[modality]
+        path = pathlib.Path(path).resolve()
+        options = prepare.PrepareOptions.from_config(
+            self.config, path.parent, letter, tokenizer="", missing_audio="error")
+        record = prepare.make_record(
+            ClipAnnotation(clip_id=path.name, path=path.name, captions=()), options,
+            tok=None, timings=collections.defaultdict(float))
+        example = pipeline.Preprocessor(self.config, letter, training=False)(
+            records.encode_record(record))
+        return self._run({modality: example[modality][None]})[modality]
+
+    def search(self, query: np.ndarray, split: str, target: str, top_k: int = 10) -> list[Hit]:
+        """The `top_k` rows of `split`'s `target` embeddings closest to `query` (cosine)."""
+        if split not in self._splits:
+            raise ValueError(f"split {split!r} is not in the export; it has {sorted(self._splits)}")
+        path = self._dir / f"{split}_{target}.npy"
+        if not path.exists():
+            raise ValueError(f"the export has no {target} embeddings for {split!r}")
+        rows = np.load(path, allow_pickle=False)
+        ids = json.loads((self._dir / f"{split}_ids.json").read_text())
+        scores = rows @ query
+        top = np.argsort(-scores, kind="stable")[:top_k]
+        if target == "text":
+            return [Hit(ids["text"][i][0], float(scores[i]), ids["text"][i][1],
+                        ids["captions"][i]) for i in top]
+        return [Hit(ids["clips"][i], float(scores[i])) for i in top]
+
+    def _run(self, batch) -> dict[str, np.ndarray]:
+        return {name: np.asarray(x)[0] for name, x in self._embed(self._params, batch).items()}
+
+
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    del argv
+    queries = [q for q in ("text", "audio", "video") if FLAGS[q].value is not None]
+    if len(queries) != 1:
+        raise app.UsageError("give exactly one of --text, --audio, --video")
+    searcher = Searcher(FLAGS.export_dir)
+    try:
+        if FLAGS.text is not None:
+            query = searcher.embed_text(FLAGS.text)
+        else:
+            modality = queries[0]
+            query = searcher.embed_file(getattr(FLAGS, modality), modality)
+    except media.MediaError as error:
+        sys.exit(f"cannot use {getattr(FLAGS, queries[0])} as a query: {error}")
+    hits = searcher.search(query, FLAGS.split, FLAGS.target, FLAGS.top_k)
+    for rank, hit in enumerate(hits, 1):
+        caption = f"  [{hit.caption_index}] {hit.caption}" if hit.caption is not None else ""
+        print(f"{rank:>3}  {hit.score:+.4f}  {hit.clip_id}{caption}")
+
+
+if __name__ == "__main__":
+    flags.DEFINE_string("export_dir", None, "A folder written by --mode=export.")
+    flags.DEFINE_string("split", None, "The exported split to search.")
+    flags.DEFINE_string("text", None, "A text query.")
+    flags.DEFINE_string("audio", None, "A media file whose audio is the query.")
+    flags.DEFINE_string("video", None, "A media file whose video is the query.")
+    flags.DEFINE_enum("target", "video", TARGETS, "What to retrieve.")
+    flags.DEFINE_integer("top_k", 10, "How many results to print.")
+    flags.mark_flags_as_required(["export_dir", "split"])
+    app.run(main)
