@@ -118,6 +118,23 @@ _FIELD_TYPES: dict[str, Any] = {
     "checkpoint.async_save": bool,
 }
 
+# Sections only some configs have (configs/demo.py), checked when present.
+_OPTIONAL_FIELD_TYPES: dict[str, dict[str, Any]] = {
+    "demo": {
+        "demo.data_dir": str,
+        "demo.seed": int,
+        "demo.num_train": int,
+        "demo.num_test": int,
+        "demo.num_sync_hard": int,
+        "demo.seconds": float,
+        "demo.fps": int,
+        "demo.frame_size": int,
+        "demo.sample_rate": int,
+        "demo.workers": int,
+        "demo.pictures": bool,
+    },
+}
+
 _CHOICES: dict[str, Sequence[str]] = {
     "dtype": ("float32", "bfloat16"),
     "model.remat_policy": REMAT_POLICY_NAMES,
@@ -300,13 +317,17 @@ def resolve_mesh_shape(mesh_config, num_devices: int) -> tuple[int, int, int]:
 
 def _check_fields(config) -> None:
     """Every field known, present and of its type; the axis rules well formed."""
+    field_types = dict(_FIELD_TYPES)
+    for section, fields in _OPTIONAL_FIELD_TYPES.items():
+        if section in config:
+            field_types.update(fields)
     for path, _ in _leaves(config):
-        if path not in _FIELD_TYPES and path != _AXIS_RULES:
+        if path not in field_types and path != _AXIS_RULES:
             raise ConfigError(path, "unknown field")
-    for path in (*_FIELD_TYPES, _AXIS_RULES):
+    for path in (*field_types, _AXIS_RULES):
         if _lookup(config, path) is _MISSING:
             raise ConfigError(path, "missing")
-    for path, expected in _FIELD_TYPES.items():
+    for path, expected in field_types.items():
         problem = _type_problem(_lookup(config, path), expected)
         if problem:
             raise ConfigError(path, problem)

@@ -1,5 +1,6 @@
 r"""Entry point.
 
+    python -m vlsa_jax.main --config=configs/demo.py --workdir=DIR   # the whole demo
     python -m vlsa_jax.main --config=configs/pretrain.py:variant=tiny --workdir=DIR
     python -m vlsa_jax.main --config=... --workdir=DIR --mode=eval     # retrieval sweep
     python -m vlsa_jax.main --config=... --workdir=DIR --mode=export   # embeddings to .npy
@@ -14,7 +15,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from vlsa_jax import evaluate, export, train
+from vlsa_jax import demo, evaluate, export, train
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -46,6 +47,12 @@ def main(argv):
     logging.info("process %d/%d, %d local / %d global devices (%s)",
                  jax.process_index(), jax.process_count(), jax.local_device_count(),
                  jax.device_count(), jax.default_backend())
+    if "demo" in FLAGS.config:
+        if FLAGS.mode == "train":
+            demo.run(FLAGS.config, FLAGS.workdir)
+            return
+        # The demo's splits and audio statistics come from the records it prepared.
+        demo.configure(FLAGS.config, demo.data_dir(FLAGS.config, FLAGS.workdir) / "records")
     if FLAGS.mode == "train":
         train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
     elif FLAGS.mode == "eval":
