@@ -1,35 +1,43 @@
 r"""Times the input pipeline and the data preparation per core, each beside its floor.
 
     python -m benchmarks.pipeline_throughput
-    python -m benchmarks.pipeline_throughput --num_records=64 --repeats=5 --clips=4 --seconds=10
+    python -m benchmarks.pipeline_throughput --num_records=64 --split_records=1024 \
+        --repeats=5 --clips=4 --seconds=10
 
 Run it from the repository root, as a module: `vlsa_jax` and `tests` are then this
 checkout's, whatever else is installed.
 
 Pipeline, at the base config's input sizes (8 of 16 stored 341x256 JPEG frames,
-cropped to 224x224; a 256x256 float16 spectrogram; 40 tokens), on synthetic records
-written to an ArrayRecord split in a temporary directory:
+cropped to 224x224; a 256x256 float16 spectrogram; 40 tokens), on --num_records
+synthetic records, repeated to an uncompressed ArrayRecord split of --split_records
+in a temporary directory (see write_synthetic_split):
 
-  decode floor   Pillow decoding the 8 sampled JPEGs of a record, nothing else
+  decode floor   Pillow decoding the 8 sampled JPEGs of a record to RGB arrays,
+                 nothing else (the pipeline decodes them with Pillow too)
   preprocess     Preprocessor(config, 'avt', training=True) on a record: what each
-                 grain worker does per sample
+                 grain worker does per sample (decoding, crop and resize with the
+                 compiled kernel of pipeline.decode_frames, flip, spectrogram
+                 normalisation, caption choice)
   grain          training_dataset with data.workers=0 and one reader thread,
-                 batches of 32: the per-sample work plus grain's own (reading,
-                 shuffling, batching)
+                 batches of 32: the per-sample work plus grain's own (reading the
+                 record, shuffling, batching)
 
 Preparation, on generated 640x360 30 fps H.264 clips with 44.1 kHz stereo AAC
-(tests.media_fixtures.write_clip; their frames are flat grey, which H.264 decodes
-several times faster than camera footage, so the floor is low and the ratio to it
-high beside real media):
+(tests.media_fixtures.write_textured_clip: a panning textured scene with sensor
+noise, about 1 Mbit/s, which H.264 decodes about as slowly as camera footage; flat
+frames decode several times faster and would make the floor unrealistically low):
 
-  decode floor   PyAV decoding every frame of both streams, no conversion
+  decode floor   PyAV decoding every frame of both streams, one thread, no conversion
   make_record    prepare.make_record for the base config (decode, spectrogram,
-                 JPEG, tokenize; writing the record is not included)
+                 JPEG, tokenize; writing the record is not included); its stages
+                 below are its own wall-clock timings
 
-Every stage runs in this one process on one core at a time, so the figures are per
-core; the goals are in the table. Medians over --repeats passes, each floor's passes
-alternating with those of the stage measured against it. Prints a table and one JSON
-line with every figure.
+Every figure is CPU time of this process (all its threads), so "per core" holds on
+a shared machine too, where wall time also counts the other processes' turns;
+grain's wall time and the cores it kept busy are in the JSON line. Medians over
+--repeats passes, each floor's passes alternating with those of the stage measured
+against it. Prints a table (goals beside the figures) and one JSON line with every
+figure.
 """
 import datetime
 import io
@@ -47,7 +55,7 @@ from absl import app, flags
 from array_record.python import array_record_module
 from PIL import Image
 
-from tests.media_fixtures import write_clip
+from tests.media_fixtures import write_textured_clip
 from vlsa_jax import config_lib
 from vlsa_jax.data import media, pipeline, prepare, records, tokenizer as tokenizer_lib
 from vlsa_jax.data.annotations import ClipAnnotation
@@ -70,7 +78,9 @@ _WORDS = ("a the red blue green yellow purple orange black white small large dog
           "sings rides throws catches slowly quickly loudly outside inside near under "
           "over park street kitchen beach stage field river").split()
 
-flags.DEFINE_integer("num_records", 64, "Synthetic records in the pipeline's split.")
+flags.DEFINE_integer("num_records", 64, "Distinct synthetic records.")
+flags.DEFINE_integer("split_records", 1024,
+                     "Records in the split grain reads: the distinct ones, repeated.")
 flags.DEFINE_integer("repeats", 5, "Timed passes per stage; the medians are reported.")
 flags.DEFINE_integer("batches", 4, "Grain batches per timed pass (after one warm-up batch).")
 flags.DEFINE_integer("clips", 4, "Generated clips for the preparation stages.")
@@ -100,8 +110,15 @@ def synthetic_frames(rng: np.random.Generator, count: int) -> list[bytes]:
     return frames
 
 
-def write_synthetic_split(config, split_dir: pathlib.Path, num_records: int) -> list[bytes]:
-    """Writes a one-shard split that pipeline.load_split accepts; returns its records."""
+def write_synthetic_split(config, split_dir: pathlib.Path, num_records: int,
+                          split_records: int) -> list[bytes]:
+    """Writes a one-shard split that pipeline.load_split accepts; returns its records.
+
+    The shard holds the `num_records` distinct records over and over, `split_records`
+    in all, and is written as prepare writes shards (uncompressed). A split of real
+    size matters: grain's index shuffle costs 0.4 ms an element on a split of 64
+    records, 20 us on one of 1024 and less on larger ones.
+    """
     rng = np.random.default_rng(0)
     video, audio, text = config.video, config.audio, config.text
     data = []
@@ -122,35 +139,38 @@ def write_synthetic_split(config, split_dir: pathlib.Path, num_records: int) -> 
         data.append(records.encode_record(record))
     split_dir.mkdir(parents=True)
     shard = f"train-00000-of-00001{records.SHARD_SUFFIX}"
-    writer = array_record_module.ArrayRecordWriter(str(split_dir / shard), "group_size:1")
-    for item in data:
-        writer.write(item)
+    writer = array_record_module.ArrayRecordWriter(str(split_dir / shard),
+                                                   "group_size:1,uncompressed")
+    for index in range(split_records):
+        writer.write(data[index % num_records])
     writer.close()
     records.Manifest(
-        dataset="synthetic", split="train", modalities="avt", num_clips=num_records,
+        dataset="synthetic", split="train", modalities="avt", num_clips=split_records,
         num_failed=0, frontend=media.frontend_parameters(audio),
         frames={"stored_frames": video.stored_frames,
                 "stored_short_side": video.stored_short_side},
         tokenizer={"name_or_path": "synthetic", "vocab_size": text.vocab_size,
                    "max_len": text.max_len},
-        shards=[{"file": shard, "num_records": num_records}], timings={},
+        shards=[{"file": shard, "num_records": split_records}], timings={},
         spectrogram_stats={"mean": audio.norm_mean, "std": audio.norm_std},
         failures=[]).save(split_dir)
     return data
 
 
 def median_passes(floor_pass, measured_pass, repeats: int) -> tuple[float, float]:
-    """The median wall times of `repeats` calls of each function, in alternation.
+    """The median CPU times of `repeats` calls of each function, in alternation.
 
-    Alternating keeps a slow spell of a shared machine from landing on one of the two
-    only, which would skew their ratio.
+    CPU time (of every thread of this process) is what a pass costs a core: wall
+    time also counts the spells in which other processes of a shared machine had
+    the core. Alternating keeps a slow spell (caches shared with them) from landing
+    on one of the two only, which would skew their ratio.
     """
     floor, measured = [], []
     for _ in range(repeats):
         for run_pass, times in ((floor_pass, floor), (measured_pass, measured)):
-            start = time.perf_counter()
+            start = time.process_time()
             run_pass()
-            times.append(time.perf_counter() - start)
+            times.append(time.process_time() - start)
     return statistics.median(floor), statistics.median(measured)
 
 
@@ -177,6 +197,7 @@ def time_pipeline(config, split_dir: pathlib.Path, data: list[bytes], repeats: i
             preprocessor(item, np.random.default_rng(seed))
 
     decode_floor()  # warm-up: Pillow's first calls
+    preprocess()  # warm-up: compiling (or loading) the resampling kernel
     floor_s, preprocess_s = (
         t / len(data) for t in median_passes(decode_floor, preprocess, repeats))
 
@@ -197,8 +218,9 @@ def time_pipeline(config, split_dir: pathlib.Path, data: list[bytes], repeats: i
             next(iterator)
         wall.append(time.perf_counter() - start)
         cpu.append(time.process_time() - start_cpu)
+    del iterator  # grain's reader thread would go on filling its buffer
     samples = batches * _BATCH_SIZE
-    grain_s = statistics.median(wall) / samples
+    grain_s = statistics.median(cpu) / samples
     return {
         "jpeg_kb_mean": round(np.mean([len(j) for jpegs in sampled for j in jpegs]) / 1024, 1),
         "decode_floor_ms": round(floor_s * 1e3, 3),
@@ -209,6 +231,7 @@ def time_pipeline(config, split_dir: pathlib.Path, data: list[bytes], repeats: i
         "grain_ms": round(grain_s * 1e3, 3),
         "grain_per_core": round(1 / grain_s, 1),
         "grain_x_floor": round(grain_s / floor_s, 3),
+        "grain_wall_ms": round(statistics.median(wall) / samples * 1e3, 3),
         "grain_cores_used": round(statistics.median(cpu) / statistics.median(wall), 2),
     }
 
@@ -246,9 +269,9 @@ def time_preparation(config, directory: pathlib.Path, num_clips: int, seconds: f
     rng = np.random.default_rng(0)
     clips = []
     for i in range(num_clips):
-        path = write_clip(media_dir / f"clip{i}.mp4", seconds=seconds, fps=_CLIP_FPS,
-                          size=_CLIP_SIZE, sample_rate=44_100, channels=2,
-                          tone_hz=220.0 * (i + 1))
+        path = write_textured_clip(media_dir / f"clip{i}.mp4", seconds=seconds,
+                                   fps=_CLIP_FPS, size=_CLIP_SIZE, sample_rate=44_100,
+                                   channels=2, tone_hz=220.0 * (i + 1), seed=i)
         clips.append(ClipAnnotation(clip_id=f"clip{i}", path=path.name,
                                     captions=(" ".join(rng.choice(_WORDS, 8)),)))
     options = prepare.PrepareOptions.from_config(
@@ -305,7 +328,8 @@ def _verdict(met: bool) -> str:
 
 def print_table(config, pipe: dict, prep: dict) -> None:
     video, audio = config.video, config.audio
-    print(f"pipeline: {FLAGS.num_records} records of {video.stored_frames} frames "
+    print(f"pipeline: {FLAGS.num_records} records (split of {FLAGS.split_records}) of "
+          f"{video.stored_frames} frames "
           f"{_FRAME_WIDTH}x{_FRAME_HEIGHT} (JPEG {pipe['jpeg_kb_mean']} KB) -> "
           f"{video.num_frames}x{video.size}x{video.size}, spectrogram "
           f"{audio.frames}x{audio.bins}, {config.text.max_len} tokens; "
@@ -338,7 +362,8 @@ def print_table(config, pipe: dict, prep: dict) -> None:
          f"<= {_PREPARE_GOAL_RATIO}x: "
          + _verdict(prep["make_record_x_floor"] <= _PREPARE_GOAL_RATIO)),
     ]
-    rows += [(f"  {stage}", prep[f"{stage}_ms"], "", "", "") for stage in _PREPARE_STAGES]
+    rows += [(f"  {stage} (wall)", prep[f"{stage}_ms"], "", "", "")
+             for stage in _PREPARE_STAGES]
     _print_rows(("stage", "ms/clip", "clips/s/core", "x floor", "goal"), rows)
 
 
@@ -353,7 +378,8 @@ def main(argv):
     config = config_lib.load_config_module(_CONFIG).get_config("variant=base")
     with tempfile.TemporaryDirectory() as temp:
         temp = pathlib.Path(temp)
-        data = write_synthetic_split(config, temp / "train", FLAGS.num_records)
+        data = write_synthetic_split(config, temp / "train", FLAGS.num_records,
+                                     max(FLAGS.split_records, FLAGS.num_records))
         pipe = time_pipeline(config, temp / "train", data, FLAGS.repeats, FLAGS.batches)
         prep = time_preparation(config, temp / "prepare", FLAGS.clips, FLAGS.seconds,
                                 FLAGS.repeats)
@@ -362,7 +388,8 @@ def main(argv):
         "benchmark": "pipeline_throughput",
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "cpu": cpu_model(), "cores": os.cpu_count(),
-        "num_records": FLAGS.num_records, "repeats": FLAGS.repeats,
+        "num_records": FLAGS.num_records, "split_records": FLAGS.split_records,
+        "repeats": FLAGS.repeats,
         "batches": FLAGS.batches, "batch_size": _BATCH_SIZE, "clips": FLAGS.clips,
         "seconds": FLAGS.seconds, "pipeline": pipe, "preparation": prep,
     }))
