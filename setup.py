@@ -34,5 +34,7 @@ setuptools.setup(
         # Accelerator builds of the same JAX release.
         "cuda12": ["jax[cuda12]==0.10.2"],
         "tpu": ["jax[tpu]==0.10.2"],
+        # benchmarks/retrieval.py compares the block-wise ranking with faiss exact search.
+        "bench": ["faiss-cpu==1.15.1"],
     },
 )
