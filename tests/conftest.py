@@ -34,6 +34,7 @@ def trained_run(tmp_path_factory):
     # The training tests' schedule and mesh: their compiled step is reused.
     config.train.num_steps, config.train.stop_after_steps = 200, 2
     config.eval.splits = str(records / "train")
+    config.eval.every_steps = 2  # the periodic sweep runs at the last step
     workdir = directory / "run"
     train.train_and_evaluate(config, str(workdir))
     return config, workdir, records

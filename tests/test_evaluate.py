@@ -29,6 +29,14 @@ def _restored(config, workdir, num_devices):
     return mesh, graphdef, params
 
 
+def test_training_runs_the_same_sweep_periodically(trained):
+    _, workdir = trained
+    logged = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
+    periodic = [line for line in logged if "eval/train/t2v/R@1" in line]
+    assert periodic and periodic[0]["step"] == 2
+    assert set(DIRECTIONS) <= {key.split("/")[2] for key in periodic[0] if key.count("/") == 3}
+
+
 def test_sweep_writes_every_direction_with_the_documented_keys(trained):
     config, workdir = trained
     config = config.copy_and_resolve_references()
