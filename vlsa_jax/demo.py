@@ -124,7 +124,7 @@ def run(config, workdir: str) -> dict[str, dict[str, float]]:
     seconds["pre-training"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    results = evaluate.evaluate_checkpoint(config, workdir)
+    results = evaluate.evaluate_checkpoint(config, workdir, print_table=False)
     export.export_checkpoint(config, workdir)
     seconds["evaluation and export"] = time.perf_counter() - start
 

@@ -247,13 +247,13 @@ def load_for_inference(config, workdir):
     return mesh, graphdef, params, step_dir
 
 
-def evaluate_checkpoint(config, workdir) -> dict[str, dict[str, float]]:
+def evaluate_checkpoint(config, workdir, print_table: bool = True) -> dict[str, dict[str, float]]:
     """--mode=eval: the sweep of `config.eval` on a checkpoint; prints and records the table."""
     mesh, graphdef, params, step_dir = load_for_inference(config, workdir)
     step = int(step_dir.name)
     evaluator = Evaluator(config, mesh, graphdef, jax.tree.map(lambda x: x.sharding, params))
     results = evaluator.run(params, step, workdir)
-    if jax.process_index() == 0:
+    if print_table and jax.process_index() == 0:
         print(f"retrieval at step {step} ({config.eval.protocol}, captions: "
               f"{config.eval.caption_mode})\n{format_table(results)}")
     writer = metric_writers.MetricWriter(str(workdir))
