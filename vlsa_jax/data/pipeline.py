@@ -10,7 +10,6 @@ import io
 import pathlib
 
 import grain
-import numba
 import numpy as np
 from array_record.python import array_record_module
 from PIL import Image
@@ -80,130 +79,17 @@ def centre_crop_box(width: int, height: int):
     return left, top, left + side, top + side
 
 
-# Fraction bits of the fixed-point resampling weights, as Pillow's Resample.c has them:
-# a sum of uint8 x weight products fits an int32 with two bits to spare.
-_PRECISION_BITS = 22
-
-
-def bilinear_weights(in_size: int, start: float, end: float, out_size: int):
-    """Pillow's BILINEAR weights for resampling [start, end) of an axis to `out_size`.
-
-    The arithmetic of Pillow's precompute_coeffs and normalize_coeffs_8bpc
-    (Resample.c), step for step: the box in float32, the support widened by the
-    scale when shrinking, each output's taps normalised to sum 1, then rounded to
-    `_PRECISION_BITS` fraction bits: the very weights Pillow's
-    `Image.resize(..., BILINEAR, box=...)` applies.
-
-    Returns:
-      first: [out_size] int32, the input index of each output's first tap; every
-        output has the same number of taps, `first + taps <= in_size`.
-      weights: [out_size, taps] int32, zero where Pillow has no tap.
-    """
-    start, end = np.float32(start), np.float32(end)
-    scale = float(end - start) / out_size  # the float32 difference, as Pillow's
-    filter_scale = max(scale, 1.0)
-    support = filter_scale  # the bilinear (triangle) filter's support is 1
-    centre = float(start) + (np.arange(out_size) + 0.5) * scale
-    low = np.maximum(np.trunc(centre - support + 0.5), 0).astype(np.int64)
-    count = np.minimum(np.trunc(centre + support + 0.5), in_size).astype(np.int64) - low
-    taps = int(count.max())
-    offsets = np.arange(taps)
-    distance = (low[:, None] + offsets - centre[:, None] + 0.5) * (1.0 / filter_scale)
-    weights = np.where(offsets < count[:, None], np.maximum(1.0 - np.abs(distance), 0.0), 0.0)
-    total = weights.sum(axis=1, keepdims=True)
-    weights = np.where(total != 0, weights / np.where(total != 0, total, 1.0), weights)
-    fixed = np.trunc(0.5 + weights * (1 << _PRECISION_BITS)).astype(np.int32)
-    # Outputs near the end of the axis start their taps earlier, zero weights in front,
-    # so that every tap lies inside the axis; zero taps leave the integer sums as they are.
-    shift = np.maximum(low + taps - in_size, 0)
-    rows = np.arange(out_size)[:, None]
-    fixed = np.where(offsets >= shift[:, None],
-                     fixed[rows, np.maximum(offsets - shift[:, None], 0)], 0).astype(np.int32)
-    return (low - shift).astype(np.int32), fixed
-
-
-@numba.njit(cache=True, nogil=True)
-def _clip8(total):
-    value = total >> _PRECISION_BITS
-    return 0 if value < 0 else (255 if value > 255 else value)
-
-
-@numba.njit(cache=True, nogil=True)
-def _resample(image, x_first, x_weights, y_first, y_weights, rows, out):
-    """Separable fixed-point resampling of `image` into `out`, as Pillow's Resample.c.
-
-    image: [H, W * 3] uint8 RGB rows; x_*, y_*: from `bilinear_weights`; rows:
-    [R, out_w * 3] uint8 scratch (R >= the input rows the y taps span); out:
-    [out_h, out_w * 3] uint8. The horizontal pass first, rounded to uint8, then the
-    vertical one; loops run tap by tap over whole rows, which vectorises where
-    Pillow's tap-innermost loops do not.
-    """
-    out_w, x_taps = x_weights.shape
-    out_h, y_taps = y_weights.shape
-    row0 = y_first[0]
-    num_rows = y_first[out_h - 1] + y_taps - row0
-    half = np.int32(1 << (_PRECISION_BITS - 1))
-    acc = np.empty(out_w * 3, np.int32)
-    for r in range(num_rows):
-        src = image[row0 + r]
-        for j in range(out_w * 3):
-            acc[j] = half
-        for t in range(x_taps):
-            for x in range(out_w):
-                weight = x_weights[x, t]
-                at = (x_first[x] + t) * 3
-                acc[3 * x] += np.int32(src[at]) * weight
-                acc[3 * x + 1] += np.int32(src[at + 1]) * weight
-                acc[3 * x + 2] += np.int32(src[at + 2]) * weight
-        dst = rows[r]
-        for j in range(out_w * 3):
-            dst[j] = _clip8(acc[j])
-    for y in range(out_h):
-        for j in range(out_w * 3):
-            acc[j] = half
-        for t in range(y_taps):
-            weight = y_weights[y, t]
-            src = rows[y_first[y] + t - row0]
-            for j in range(out_w * 3):
-                acc[j] += np.int32(src[j]) * weight
-        dst = out[y]
-        for j in range(out_w * 3):
-            dst[j] = _clip8(acc[j])
-
-
 def decode_frames(jpegs, indices, size: int, box_fn, flip: bool) -> np.ndarray:
-    """JPEG frames -> [T, size, size, 3] uint8, one crop box (and flip) for the whole clip.
-
-    Each frame is cropped to the box and resized to size x size with Pillow's
-    BILINEAR filter (antialiased when shrinking), then flipped left-right if `flip`.
-    The values are those of `Image.resize(..., BILINEAR, box=box)` and
-    FLIP_LEFT_RIGHT wherever Pillow runs its horizontal pass first, as it does for
-    landscape frames; where it picks the vertical pass first (portrait frames, as a
-    rule), they differ from Pillow's by rounding, at most one level. The resampling
-    is `_resample`, compiled, straight into the output: Pillow's own resampler took
-    nearly as long as decoding the JPEG (0.4 ms a frame at 224x224).
-    """
+    """JPEG frames -> [T, size, size, 3] uint8, one crop box (and flip) for the whole clip."""
     out = np.empty((len(indices), size, size, 3), np.uint8)
-    flat_out = out.reshape(len(indices), size, size * 3)
-    frame_size = None
+    box = None
     for i, index in enumerate(indices):
         image = Image.open(io.BytesIO(jpegs[index]))
-        if image.mode != "RGB":
-            image = image.convert("RGB")
-        if frame_size is None:
-            frame_size = width, height = image.size
-            left, top, right, bottom = box_fn(width, height)
-            x_first, x_weights = bilinear_weights(width, left, right, size)
-            if flip:  # output column x takes the taps of column size - 1 - x
-                x_first, x_weights = x_first[::-1].copy(), x_weights[::-1].copy()
-            y_first, y_weights = bilinear_weights(height, top, bottom, size)
-            rows = np.empty((y_first[-1] + y_weights.shape[1] - y_first[0], size * 3),
-                            np.uint8)
-        elif image.size != frame_size:
-            raise ValueError(f"frame {index} is {image.size}, frame {indices[0]} "
-                             f"{frame_size}: a record's frames share one size")
-        pixels = np.asarray(image).reshape(height, width * 3)
-        _resample(pixels, x_first, x_weights, y_first, y_weights, rows, flat_out[i])
+        box = box or box_fn(*image.size)
+        image = image.convert("RGB").resize((size, size), Image.BILINEAR, box=box)
+        if flip:
+            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        out[i] = np.asarray(image)
     return out
 
 
@@ -221,11 +107,8 @@ class Preprocessor:
         if "v" in self._modalities:
             example[VIDEO] = self._frames(record, rng)
         if "a" in self._modalities:
-            # In float32 and in place: the values of (x - mean) / std, one array made.
-            spectrogram = np.subtract(record.spectrogram, self._audio.norm_mean,
-                                      dtype=np.float32)
-            spectrogram /= np.float32(self._audio.norm_std)
-            example[AUDIO] = spectrogram
+            spectrogram = record.spectrogram.astype(np.float32)
+            example[AUDIO] = (spectrogram - self._audio.norm_mean) / self._audio.norm_std
         if "t" in self._modalities:
             caption = rng.integers(len(record.captions)) if self._training else 0
             example["text_ids"] = record.text_ids[caption]
