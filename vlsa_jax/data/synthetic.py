@@ -346,9 +346,16 @@ def _parallel_map(num_workers: int):
     if num_workers <= 1:
         yield lambda function, items: list(map(function, items))
         return
-    with multiprocessing.get_context("spawn").Pool(num_workers) as pool:
+    pool = multiprocessing.get_context("spawn").Pool(num_workers)
+    try:
         yield lambda function, items: pool.map(
             function, items, chunksize=max(1, len(items) // (4 * num_workers)))
+        # Let the workers exit on their own: a terminated pool leaves its handler
+        # threads behind in the parent.
+        pool.close()
+    finally:
+        pool.terminate()
+        pool.join()
 
 
 # Sampling ------------------------------------------------------------------------------
