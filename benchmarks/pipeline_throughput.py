@@ -44,7 +44,6 @@ import io
 import json
 import os
 import pathlib
-import platform
 import statistics
 import tempfile
 import time
@@ -55,6 +54,7 @@ from absl import app, flags
 from array_record.python import array_record_module
 from PIL import Image
 
+from benchmarks.report import cpu_model, verdict
 from tests.media_fixtures import write_textured_clip
 from vlsa_jax import config_lib
 from vlsa_jax.data import media, pipeline, prepare, records, tokenizer as tokenizer_lib
@@ -311,21 +311,6 @@ def time_preparation(config, directory: pathlib.Path, num_clips: int, seconds: f
     return figures
 
 
-def cpu_model() -> str:
-    """The processor's model name (Linux), else the machine type."""
-    try:
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.partition(":")[2].strip()
-    except OSError:
-        pass
-    return platform.machine()
-
-
-def _verdict(met: bool) -> str:
-    return "met" if met else "MISSED"
-
-
 def print_table(config, pipe: dict, prep: dict) -> None:
     video, audio = config.video, config.audio
     print(f"pipeline: {FLAGS.num_records} records (split of {FLAGS.split_records}) of "
@@ -339,13 +324,13 @@ def print_table(config, pipe: dict, prep: dict) -> None:
          1.0, ""),
         ("preprocess", pipe["preprocess_ms"], pipe["preprocess_per_core"],
          pipe["preprocess_x_floor"],
-         f"<= {_PREPROCESS_GOAL_RATIO}x, >= {_SAMPLES_PER_CORE_GOAL:g}/s: " + _verdict(
+         f"<= {_PREPROCESS_GOAL_RATIO}x, >= {_SAMPLES_PER_CORE_GOAL:g}/s: " + verdict(
              pipe["preprocess_x_floor"] <= _PREPROCESS_GOAL_RATIO
              and pipe["preprocess_per_core"] >= _SAMPLES_PER_CORE_GOAL)),
         (f"grain (workers=0, 1 thread, batch {_BATCH_SIZE})", pipe["grain_ms"],
          pipe["grain_per_core"], pipe["grain_x_floor"],
          f">= {_SAMPLES_PER_CORE_GOAL:g}/s: "
-         + _verdict(pipe["grain_per_core"] >= _SAMPLES_PER_CORE_GOAL)
+         + verdict(pipe["grain_per_core"] >= _SAMPLES_PER_CORE_GOAL)
          + f" ({pipe['grain_cores_used']} cores busy)"),
     ]
     _print_rows(("stage", "ms/sample", "samples/s/core", "x floor", "goal"), rows)
@@ -360,7 +345,7 @@ def print_table(config, pipe: dict, prep: dict) -> None:
         ("make_record", prep["make_record_ms"], prep["make_record_per_core"],
          prep["make_record_x_floor"],
          f"<= {_PREPARE_GOAL_RATIO}x: "
-         + _verdict(prep["make_record_x_floor"] <= _PREPARE_GOAL_RATIO)),
+         + verdict(prep["make_record_x_floor"] <= _PREPARE_GOAL_RATIO)),
     ]
     rows += [(f"  {stage} (wall)", prep[f"{stage}_ms"], "", "", "")
              for stage in _PREPARE_STAGES]

@@ -37,7 +37,6 @@ import json
 import multiprocessing
 import os
 import pathlib
-import platform
 import resource
 import statistics
 import time
@@ -46,6 +45,7 @@ import numpy as np
 import threadpoolctl
 from absl import app, flags
 
+from benchmarks.report import cpu_model, verdict
 from vlsa_jax import metrics
 
 _GIB = 2**30
@@ -151,21 +151,6 @@ def summarise(passes: list[dict]) -> dict:
     return summary
 
 
-def cpu_model() -> str:
-    """The processor's model name (Linux), else the machine type."""
-    try:
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.partition(":")[2].strip()
-    except OSError:
-        pass
-    return platform.machine()
-
-
-def _verdict(met: bool) -> str:
-    return "met" if met else "MISSED"
-
-
 def print_table(results: dict) -> None:
     ranks = results["block_ranks"]
     scores = FLAGS.num_queries * FLAGS.num_gallery
@@ -173,10 +158,10 @@ def print_table(results: dict) -> None:
           f"{FLAGS.dim} float32 ({ranks['data_gib']:.2f} GiB of embeddings), block_size "
           f"{FLAGS.block_size}; {os.cpu_count()} cores; median of {FLAGS.repeats}")
     faiss_figures = results.get("faiss")
-    goal = f"<= {_PEAK_GOAL_GIB:g} GiB beyond: " + _verdict(
+    goal = f"<= {_PEAK_GOAL_GIB:g} GiB beyond: " + verdict(
         ranks["beyond_data_gib"] <= _PEAK_GOAL_GIB)
     if faiss_figures:
-        goal = (f"<= faiss search: {_verdict(ranks['wall_s'] <= faiss_figures['wall_s'])}; "
+        goal = (f"<= faiss search: {verdict(ranks['wall_s'] <= faiss_figures['wall_s'])}; "
                 + goal)
     rows = [("block_ranks (all ranks)", ranks["wall_s"], ranks["cpu_s"],
              round(scores / ranks["wall_s"] / 1e6), ranks["threads"], ranks["cores_busy"],
