@@ -57,7 +57,8 @@ from PIL import Image
 from benchmarks.report import cpu_model, verdict
 from tests.media_fixtures import write_textured_clip
 from vlsa_jax import config_lib
-from vlsa_jax.data import media, pipeline, prepare, records, tokenizer as tokenizer_lib
+from vlsa_jax.data import media, pipeline, prepare, records
+from vlsa_jax.data import tokenizer as tokenizer_lib
 from vlsa_jax.data.annotations import ClipAnnotation
 
 _CONFIG = pathlib.Path(__file__).parents[1] / "configs" / "pretrain.py"
@@ -73,10 +74,7 @@ _PREPARE_STAGES = ("decode", "spectrogram", "jpeg", "tokenize")
 _PREPROCESS_GOAL_RATIO = 1.5
 _SAMPLES_PER_CORE_GOAL = 100.0
 _PREPARE_GOAL_RATIO = 1.3
-_WORDS = ("a the red blue green yellow purple orange black white small large dog cat "
-          "person car ball bird child woman man horse guitar piano drum plays runs jumps "
-          "sings rides throws catches slowly quickly loudly outside inside near under "
-          "over park street kitchen beach stage field river").split()
+_WORDS = ["a", "the", "red", "blue", "green", "yellow", "purple", "orange", "black", "white", "small", "large", "dog", "cat", "person", "car", "ball", "bird", "child", "woman", "man", "horse", "guitar", "piano", "drum", "plays", "runs", "jumps", "sings", "rides", "throws", "catches", "slowly", "quickly", "loudly", "outside", "inside", "near", "under", "over", "park", "street", "kitchen", "beach", "stage", "field", "river"]
 
 flags.DEFINE_integer("num_records", 64, "Distinct synthetic records.")
 flags.DEFINE_integer("split_records", 1024,
