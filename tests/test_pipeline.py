@@ -8,7 +8,7 @@ import pytest
 
 from tests.data_helpers import CAPTIONS, prepared_split
 from vlsa_jax import train
-from vlsa_jax.data import pipeline
+from vlsa_jax.data import pipeline, records
 from vlsa_jax.data.source import build_source
 
 
@@ -55,6 +55,52 @@ def test_frame_sampling_is_random_in_training_and_uniform_in_eval():
     assert ((draws // 4) == np.arange(4)).all()  # one frame per segment of 4
     assert len(np.unique(draws[:, 0])) == 4
     np.testing.assert_array_equal(pipeline.segment_frame_indices(16, 4, None), [2, 6, 10, 14])
+
+
+def test_random_crop_boxes_are_squares_inside_the_frame_at_the_configured_scales():
+    rng = np.random.default_rng(0)
+    boxes = np.array([pipeline.random_crop_box(341, 256, 0.25, rng) for _ in range(500)])
+    left, top, side = boxes.T
+    assert (left >= 0).all() and (top >= 0).all()
+    assert (left + side <= 341).all() and (top + side <= 256).all()
+    assert side.min() >= 128 and side.max() <= 256  # sqrt of [0.25, 1] of the short side
+    assert side.max() - side.min() > 100 and len(np.unique(left)) > 50
+    assert pipeline.centre_crop_box(341, 256) == (42, 0, 256)
+    assert pipeline.centre_crop_box(256, 341) == (0, 42, 256)
+
+
+def _quadrant_frame():
+    """A 96x128 frame: red left half, blue right half, a green band along the top."""
+    frame = np.zeros((96, 128, 3), np.uint8)
+    frame[:, :64, 0] = frame[:, 64:, 2] = 255
+    frame[:16, :, 1] = 255
+    return records.encode_jpeg(frame)
+
+
+def test_decoded_frames_show_the_crop_box_resized_and_flipped():
+    jpeg = _quadrant_frame()
+    # The box [8, 56) x [40, 88) lies in the red half, below the green band.
+    red = pipeline.decode_frames([jpeg], [0], 32, lambda w, h: (8, 40, 48), flip=False)
+    assert red.shape == (1, 32, 32, 3) and red.dtype == np.uint8
+    np.testing.assert_allclose(red.reshape(-1, 3).mean(0), [255, 0, 0], atol=6)
+    # The centre square [16, 112) of the frame: red left, blue right (mirrored when
+    # flipped), enlarged to 192 or shrunk to 24 (both filters keep the halves apart).
+    for size in (192, 24):
+        frames = {flip: pipeline.decode_frames([jpeg, jpeg], [1, 0], size,
+                                               pipeline.centre_crop_box, flip)
+                  for flip in (False, True)}
+        np.testing.assert_array_equal(frames[True], frames[False][:, :, ::-1])
+        lower = frames[False][:, size // 4:, :]  # below the band
+        # JPEG's halved chroma blurs the colour edge over a few source pixels.
+        margin = size // 12 + 2
+        left, right = lower[:, :, :size // 2 - margin], lower[:, :, size // 2 + margin:]
+        assert left[..., 0].min() > 240 and left[..., 2].max() < 15
+        assert right[..., 2].min() > 240 and right[..., 0].max() < 15
+
+
+def test_an_undecodable_frame_is_an_error():
+    with pytest.raises(ValueError, match="undecodable JPEG frame"):
+        pipeline.decode_jpeg(b"not a jpeg")
 
 
 def test_records_made_with_other_parameters_are_refused(prepared):

@@ -6,17 +6,19 @@
 Every random choice comes from grain's per-element generator, so a pipeline restored
 from its saved state continues with exactly the batches it would have produced.
 """
-import io
 import pathlib
 
+import cv2
 import grain
 import numpy as np
 from array_record.python import array_record_module
-from PIL import Image
 
 from vlsa_jax.data import media, records
 from vlsa_jax.models.vlsa import AUDIO, VIDEO
 
+# One sample is one thread's work: grain's reader threads and worker processes are the
+# parallelism, and OpenCV's own thread pool would only compete with them for the cores.
+cv2.setNumThreads(1)
 
 def load_split(split_dir: str | pathlib.Path, config) -> list[str]:
     """The split's shard paths, after checking its manifest against the config and its shards.
@@ -60,36 +62,53 @@ def _check_shard(path: str, num_records: int) -> None:
 def segment_frame_indices(num_stored: int, num_frames: int,
                           rng: np.random.Generator | None) -> np.ndarray:
     """One frame per equal temporal segment: random within it (training) or its centre (eval)."""
-    edges = np.linspace(0, num_stored, num_frames + 1)
+    edges = np.arange(num_frames + 1) * (num_stored / num_frames)
     if rng is None:
         return np.floor((edges[:-1] + edges[1:]) / 2).astype(int)
     return np.minimum(np.floor(rng.uniform(edges[:-1], edges[1:])).astype(int), num_stored - 1)
 
 
 def random_crop_box(width: int, height: int, min_scale: float, rng: np.random.Generator):
-    """A random square box covering [min_scale, 1] of the short side's square, anywhere."""
-    side = min(width, height) * np.sqrt(rng.uniform(min_scale, 1.0))
-    left, top = rng.uniform(0, width - side), rng.uniform(0, height - side)
-    return left, top, left + side, top + side
+    """A random square (left, top, side) covering [min_scale, 1] of the short side's
+    square, anywhere in the frame."""
+    side = max(1, round(min(width, height) * np.sqrt(rng.uniform(min_scale, 1.0))))
+    return int(rng.integers(width - side + 1)), int(rng.integers(height - side + 1)), side
 
 
 def centre_crop_box(width: int, height: int):
     side = min(width, height)
-    left, top = (width - side) / 2, (height - side) / 2
-    return left, top, left + side, top + side
+    return (width - side) // 2, (height - side) // 2, side
+
+
+def decode_jpeg(data: bytes) -> np.ndarray:
+    """JPEG bytes -> [H, W, 3] uint8 RGB (grey JPEGs too)."""
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR_RGB)
+    if image is None:
+        raise ValueError(f"undecodable JPEG frame ({len(data)} bytes)")
+    return image
 
 
 def decode_frames(jpegs, indices, size: int, box_fn, flip: bool) -> np.ndarray:
-    """JPEG frames -> [T, size, size, 3] uint8, one crop box (and flip) for the whole clip."""
+    """JPEG frames -> [T, size, size, 3] uint8, one crop box (and flip) for the whole clip.
+
+    OpenCV decodes and resizes, each about 1.7x faster than Pillow. Bilinear
+    interpolation reads every source pixel up to a 2x shrink; beyond it, pixel-area
+    averaging keeps the result from aliasing (it is 5x slower at shrinks like 256 -> 224,
+    the common case, so only there). Flipping the small output is cheaper than
+    resizing a flipped view.
+    """
     out = np.empty((len(indices), size, size, 3), np.uint8)
     box = None
     for i, index in enumerate(indices):
-        image = Image.open(io.BytesIO(jpegs[index]))
-        box = box or box_fn(*image.size)
-        image = image.convert("RGB").resize((size, size), Image.BILINEAR, box=box)
+        image = decode_jpeg(jpegs[index])
+        if box is None:
+            left, top, side = box = box_fn(image.shape[1], image.shape[0])
+            interpolation = cv2.INTER_AREA if side >= 2 * size else cv2.INTER_LINEAR
+        crop = image[top:top + side, left:left + side]
         if flip:
-            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        out[i] = np.asarray(image)
+            cv2.flip(cv2.resize(crop, (size, size), interpolation=interpolation), 1, dst=out[i])
+        else:
+            cv2.resize(crop, (size, size), dst=out[i], interpolation=interpolation)
     return out
 
 
