@@ -1,28 +1,12 @@
 """The entry point, run as users run it: a subprocess through the local launcher."""
 import json
 import os
-import pathlib
 import subprocess
 import sys
-import tempfile
 
 import numpy as np
 
-ROOT = pathlib.Path(__file__).parents[1]
-
-
-def _env(num_devices: int) -> dict[str, str]:
-    """The test session's JAX settings for a child process, with `num_devices` CPU devices."""
-    env = dict(os.environ)
-    env.update({
-        "JAX_PLATFORMS": "cpu",
-        "JAX_NUM_CPU_DEVICES": str(num_devices),
-        "JAX_DISABLE_MOST_OPTIMIZATIONS": "1",
-        "JAX_COMPILATION_CACHE_DIR": os.path.join(
-            tempfile.gettempdir(), "vlsa_jax_test_compilation_cache"),
-        "XLA_FLAGS": "",
-    })
-    return env
+from tests.helpers import ROOT, child_env
 
 
 def _metrics(workdir):
@@ -36,11 +20,11 @@ def test_local_launcher_trains_and_resumes(tmp_path):
                "configs/pretrain.py:variant=tiny,num_steps=200",
                "--config.train.log_every_steps=2", "--config.train.stop_after_steps=4",
                "--config.train.stop_after_steps=2"]
-    subprocess.run(command, cwd=ROOT, env=_env(8), check=True, capture_output=True)
+    subprocess.run(command, cwd=ROOT, env=child_env(8), check=True, capture_output=True)
     assert [m["step"] for m in _metrics(tmp_path)] == [2]
     assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2"]
 
-    result = subprocess.run(command[:-1], cwd=ROOT, env=_env(8), check=True,
+    result = subprocess.run(command[:-1], cwd=ROOT, env=child_env(8), check=True,
                             capture_output=True, text=True)
     assert "resuming from the checkpoint of step 2" in result.stderr
     assert [m["step"] for m in _metrics(tmp_path)] == [2, 4]
@@ -55,7 +39,7 @@ def test_bad_config_fails_before_any_work_naming_the_field(tmp_path):
         result = subprocess.run(
             [sys.executable, "-m", "vlsa_jax.main", "--config=configs/pretrain.py:variant=tiny",
              f"--workdir={tmp_path / 'run'}", flag],
-            cwd=ROOT, env=_env(4), capture_output=True, text=True)
+            cwd=ROOT, env=child_env(4), capture_output=True, text=True)
         assert result.returncode != 0
         assert f"ConfigError: {field}:" in result.stderr, result.stderr[-2000:]
         assert not (tmp_path / "run").exists()
@@ -68,11 +52,11 @@ def test_two_processes_train_like_one(tmp_path):
             # Audio and text only: the same multi-process path at half the compile time.
             "--config.data.modalities=at"]
     single = tmp_path / "single"
-    subprocess.run([sys.executable, *args, f"--workdir={single}"], cwd=ROOT, env=_env(8),
+    subprocess.run([sys.executable, *args, f"--workdir={single}"], cwd=ROOT, env=child_env(8),
                    check=True, capture_output=True)
 
     multi = tmp_path / "multi"
-    env = _env(4) | {"JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo"}
+    env = child_env(4) | {"JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo"}
     port = 20000 + os.getpid() % 20000
     processes = [
         subprocess.Popen(
@@ -94,18 +78,18 @@ def test_eval_export_and_search_entry_points(trained_run):
     split = str(records / "train")
     common = [sys.executable, "-m", "vlsa_jax.main", "--config=configs/pretrain.py:variant=tiny",
               f"--workdir={workdir}", f"--config.eval.splits={split}"]
-    result = subprocess.run(common + ["--mode=eval"], cwd=ROOT, env=_env(8), check=True,
+    result = subprocess.run(common + ["--mode=eval"], cwd=ROOT, env=child_env(8), check=True,
                             capture_output=True, text=True)
     assert "retrieval at step 2 (zero_shot, captions: all)" in result.stdout
     assert all(f" {d} " in result.stdout for d in ("t2v", "a2t", "v2a", "va2t"))
     assert json.loads((workdir / "eval" / "train" / "metrics.json").read_text())["step"] == 2
 
-    subprocess.run(common + ["--mode=export"], cwd=ROOT, env=_env(8), check=True,
+    subprocess.run(common + ["--mode=export"], cwd=ROOT, env=child_env(8), check=True,
                    capture_output=True)
     result = subprocess.run(
         [sys.executable, "-m", "vlsa_jax.search", f"--export_dir={workdir / 'export'}",
          "--split=train", f"--video={records.parent / 'media' / 'clip2.mp4'}",
          "--target=video", "--top_k=3"],
-        cwd=ROOT, env=_env(1), check=True, capture_output=True, text=True)
+        cwd=ROOT, env=child_env(1), check=True, capture_output=True, text=True)
     lines = result.stdout.splitlines()
     assert len(lines) == 3 and lines[0].split()[-1] == "clip2", result.stdout
