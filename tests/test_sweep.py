@@ -138,8 +138,8 @@ def test_finished_rows_are_reused_and_unfinished_ones_run(tmp_path, monkeypatch)
     assert runs.calls == [("train", "gam")]
 
     # Finished results of another config are an error, not a row of this table.
-    config.optim.lr = 5e-4
-    with pytest.raises(ValueError, match=r"another config .*optim\.lr: 0\.001 there"):
+    finished_lr, config.optim.lr = config.optim.lr, 5e-4
+    with pytest.raises(ValueError, match=rf"another config .*optim\.lr: {finished_lr} there"):
         sweep.run_grid(config, "table5", tmp_path, ["lpmm"])
     with pytest.raises(ValueError, match="whose rows are none, lpmm, gam, lpmm\\+gam"):
         sweep.run_grid(config, "table5", tmp_path, ["lpm"])

@@ -12,7 +12,6 @@ when every clip was written, 3 when some failed, 1 when none was written.
 import dataclasses
 import functools
 import json
-import multiprocessing
 import os
 import pathlib
 import sys
@@ -26,9 +25,11 @@ from absl import app, flags, logging
 from array_record.python import array_record_module
 from ml_collections import config_flags
 
-from vlsa_jax.data import media, records, tokenizer as tokenizer_lib
+from vlsa_jax.data import media, records
+from vlsa_jax.data import tokenizer as tokenizer_lib
 from vlsa_jax.data.annotations import ClipAnnotation
 from vlsa_jax.data.datasets import get_adapter
+from vlsa_jax.data.processes import worker_pool
 
 TOKENIZER_DIR = "tokenizer"
 _STAGES = ("decode", "spectrogram", "jpeg", "tokenize", "write")
@@ -83,7 +84,7 @@ def prepare_split(config, dataset: str, annotations: str, media_dir: str, output
                  num_shards, len(todo))
     bar = tqdm.tqdm(total=sum(len(j[1]) for j in todo), unit="clip", disable=not progress)
     if num_workers > 1 and len(todo) > 1:
-        with multiprocessing.get_context("spawn").Pool(num_workers) as pool:
+        with worker_pool(num_workers) as pool:
             for written in pool.imap_unordered(_write_shard, todo):
                 bar.update(written)
     else:

@@ -61,7 +61,6 @@ import fractions
 import functools
 import json
 import math
-import multiprocessing
 import os
 import pathlib
 import zlib
@@ -69,6 +68,8 @@ import zlib
 import av
 import numpy as np
 from absl import app, flags
+
+from vlsa_jax.data.processes import worker_pool
 
 SPLITS = ("train", "val", "test", "sync_hard")
 # The split key of sync_hard's shifted copies (see the module docstring).
@@ -346,16 +347,9 @@ def _parallel_map(num_workers: int):
     if num_workers <= 1:
         yield lambda function, items: list(map(function, items))
         return
-    pool = multiprocessing.get_context("spawn").Pool(num_workers)
-    try:
+    with worker_pool(num_workers) as pool:
         yield lambda function, items: pool.map(
             function, items, chunksize=max(1, len(items) // (4 * num_workers)))
-        # Let the workers exit on their own: a terminated pool leaves its handler
-        # threads behind in the parent.
-        pool.close()
-    finally:
-        pool.terminate()
-        pool.join()
 
 
 # Sampling ------------------------------------------------------------------------------

@@ -23,7 +23,6 @@ import abc
 import collections
 import dataclasses
 import json
-import multiprocessing
 import os
 import pathlib
 
@@ -33,9 +32,11 @@ import tensorflow_datasets as tfds
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from vlsa_jax.data import media, prepare, records, tokenizer as tokenizer_lib
+from vlsa_jax.data import media, prepare, records
+from vlsa_jax.data import tokenizer as tokenizer_lib
 from vlsa_jax.data.annotations import ClipAnnotation
 from vlsa_jax.data.datasets import audiocaps, get_adapter, msrvtt
+from vlsa_jax.data.processes import worker_pool
 
 RECORD = "record"
 CLIP_ID = "clip_id"
@@ -254,7 +255,7 @@ def _encode_clips(clips: list[ClipAnnotation], options: prepare.PrepareOptions,
     if num_workers <= 1:
         yield from map(_encode_clip, jobs)
         return
-    with multiprocessing.get_context("spawn").Pool(num_workers) as pool:
+    with worker_pool(num_workers) as pool:
         yield from pool.imap_unordered(_encode_clip, jobs)
 
 
