@@ -55,7 +55,7 @@ from absl import app, flags
 from array_record.python import array_record_module
 from PIL import Image
 
-from benchmarks.report import cpu_model, verdict
+from benchmarks.report import cpu_model, print_rows, verdict
 from tests.media_fixtures import write_textured_clip
 from vlsa_jax import config_lib
 from vlsa_jax.data import media, pipeline, prepare, records
@@ -345,7 +345,7 @@ def print_table(config, pipe: dict, prep: dict) -> None:
          + verdict(pipe["grain_per_core"] >= _SAMPLES_PER_CORE_GOAL)
          + f" ({pipe['grain_cores_used']} cores busy)"),
     ]
-    _print_rows(("stage", "ms/sample", "samples/s/core", "x floor", "goal"), rows)
+    print_rows(("stage", "ms/sample", "samples/s/core", "x floor", "goal"), rows)
     print()
     print(f"preparation: {FLAGS.clips} clips of {FLAGS.seconds:g} s {_CLIP_SIZE[0]}x"
           f"{_CLIP_SIZE[1]} {_CLIP_FPS} fps H.264 + 44.1 kHz stereo AAC "
@@ -361,13 +361,7 @@ def print_table(config, pipe: dict, prep: dict) -> None:
     ]
     rows += [(f"  {stage} (wall)", prep[f"{stage}_ms"], "", "", "")
              for stage in _PREPARE_STAGES]
-    _print_rows(("stage", "ms/clip", "clips/s/core", "x floor", "goal"), rows)
-
-
-def _print_rows(columns, rows) -> None:
-    widths = [max(len(str(row[i])) for row in (columns, *rows)) for i in range(len(columns))]
-    for row in (columns, *rows):
-        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
+    print_rows(("stage", "ms/clip", "clips/s/core", "x floor", "goal"), rows)
 
 
 def main(argv):

@@ -16,3 +16,10 @@ def cpu_model() -> str:
 
 def verdict(met: bool) -> str:
     return "met" if met else "MISSED"
+
+
+def print_rows(columns, rows) -> None:
+    """A plain-text table: `columns` and then `rows`, each cell left-aligned."""
+    widths = [max(len(str(row[i])) for row in (columns, *rows)) for i in range(len(columns))]
+    for row in (columns, *rows):
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())

@@ -45,7 +45,7 @@ import numpy as np
 import threadpoolctl
 from absl import app, flags
 
-from benchmarks.report import cpu_model, verdict
+from benchmarks.report import cpu_model, print_rows, verdict
 from vlsa_jax import metrics
 
 _GIB = 2**30
@@ -174,7 +174,7 @@ def print_table(results: dict) -> None:
              faiss_figures["cores_busy"], faiss_figures["load_1min"], faiss_figures["peak_gib"],
              faiss_figures["beyond_data_gib"], ""),
         ]
-    _print_rows(("method", "wall s", "CPU s", "Mscores/s", "threads", "cores busy", "load",
+    print_rows(("method", "wall s", "CPU s", "Mscores/s", "threads", "cores busy", "load",
                  "peak GiB", "beyond data GiB", "goal"), rows)
     if faiss_figures:
         agree = ranks["hits"] == faiss_figures["hits"]
@@ -183,12 +183,6 @@ def print_table(results: dict) -> None:
               f"{list(faiss_figures['hits'].values())}: {'agree' if agree else 'DIFFER'}")
     else:
         print("faiss: skipped (not installed; pip install faiss-cpu)")
-
-
-def _print_rows(columns, rows) -> None:
-    widths = [max(len(str(row[i])) for row in (columns, *rows)) for i in range(len(columns))]
-    for row in (columns, *rows):
-        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
 
 
 def main(argv):

@@ -20,6 +20,7 @@ from vlsa_jax.models.vlsa import AUDIO, VIDEO
 # parallelism, and OpenCV's own thread pool would only compete with them for the cores.
 cv2.setNumThreads(1)
 
+
 def load_split(split_dir: str | pathlib.Path, config) -> list[str]:
     """The split's shard paths, after checking its manifest against the config and its shards.
 

@@ -7,14 +7,17 @@ import multiprocessing
 def worker_pool(num_workers: int):
     """A pool of `num_workers` spawned processes (spawn: the parent may hold JAX's threads).
 
-    On a normal exit the workers finish and the pool is joined. A pool that is only
-    terminated, as `with Pool()` does, leaves its result-handler thread behind in the
-    parent, and an XLA computation later in the same process can then abort.
+    Joined on the way out, so that neither its processes nor its handler threads
+    outlive the block (`with Pool()` only terminates): the workers finish their tasks
+    after a normal exit, and are terminated after an error.
     """
     pool = multiprocessing.get_context("spawn").Pool(num_workers)
     try:
         yield pool
+    except BaseException:
+        pool.terminate()
+        raise
+    else:
         pool.close()
     finally:
-        pool.terminate()
         pool.join()
