@@ -2,10 +2,13 @@
 import os
 import tempfile
 
-# Must happen before JAX initialises its backends. The eight fake devices' collectives
-# meet in a rendezvous that XLA aborts the whole process on after 40 s by default; a
-# loaded 2-core machine can starve a device thread that long, while a real deadlock
-# should still end the test run in minutes, not hang it: 2 minutes, a warning after 30 s.
+# Must happen before JAX initialises its backends. XLA's CPU runtime may run a device's
+# next collective before its previous one has finished, each blocking a thread of one pool
+# shared by all fake devices and sized max(cores, devices): eight devices with two
+# collectives in flight each exhaust it and deadlock (seen within a few dozen steps of the
+# data2_fsdp4 layout). PJRT_NPROC sizes that pool; 64 threads ran 600 steps without one.
+os.environ.setdefault("PJRT_NPROC", "64")
+# A collective still stuck after 2 minutes aborts the run instead of hanging it.
 os.environ.setdefault("XLA_FLAGS", " ".join([
     "--xla_force_host_platform_device_count=8",
     "--xla_cpu_collective_call_warn_stuck_timeout_seconds=30",

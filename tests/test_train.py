@@ -15,10 +15,8 @@ from vlsa_jax.data import source as source_lib
 def _run_steps(config, mesh, num_steps):
     """Initialises on `mesh` and runs `num_steps` steps on the random batches."""
     training = train.setup_training(config, mesh)
-    # Each program finishes before the next is dispatched: on fake CPU devices, two
-    # queued programs with collectives (init and a step, or two steps) were seen to
-    # start in different orders on different devices and deadlock in XLA's
-    # in-process rendezvous (half the devices in an all-reduce, half in an all-gather).
+    # Each program finishes before the next is dispatched: fewer collectives wait on the
+    # fake devices' shared thread pool at once (tests/conftest.py).
     state = jax.block_until_ready(training.init(training.seed_key))
     data = source_lib.RandomBatchSource(config)
     history = []
