@@ -68,11 +68,24 @@ def test_train_stays_within_target_vocab_size(trained, tmp_path):
     assert tokenizer_lib.special_token_ids(small)["mask"] == 3
 
 
+def test_training_twice_gives_the_same_ids(trained, tmp_path):
+    tokenizer, _ = trained
+    again = tokenizer_lib.train_wordpiece(_captions(), 512, tmp_path)
+    assert again.get_vocab() == tokenizer.get_vocab()
+    captions = _captions(count=5, seed=1)
+    assert again(captions)["input_ids"] == tokenizer(captions)["input_ids"]
+
+
 def test_train_rejects_too_small_vocabularies(tmp_path):
     with pytest.raises(ValueError, match="vocab_size"):
         tokenizer_lib.train_wordpiece(_captions(), 50, tmp_path / "small_target")
     with pytest.raises(tokenizer_lib.TokenizerError, match="more captions"):
         tokenizer_lib.train_wordpiece(["a dog"], 512, tmp_path / "few_captions")
+    # 58 letters, each word-initial and '##'-continued: 116 pieces before any merge.
+    letters = "abcdefghijklmnopqrstuvwxyz" + "абвгдеёжзийклмнопрстуфхцчшщъыьэюя"[:32]
+    words = [letters[i:] + letters[:i] for i in range(len(letters))]
+    with pytest.raises(tokenizer_lib.TokenizerError, match="characters alone need"):
+        tokenizer_lib.train_wordpiece(words, 100, tmp_path / "large_alphabet")
 
 
 def test_saved_tokenizer_reloads_identically(trained):

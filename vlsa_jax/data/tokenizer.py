@@ -11,12 +11,15 @@ Two kinds of tokenizer feed the text branch:
 
 Encoded captions are fixed-length int32 arrays: `[CLS] tokens [SEP]` then `[PAD]`.
 """
+import collections
 import os
 from collections.abc import Iterable, Sequence
 
 import numpy as np
 import tokenizers
 import transformers
+
+from vlsa_jax.data import wordpiece
 
 # Special tokens in id order for trained tokenizers: [PAD]=0, [CLS]=1, [SEP]=2, [MASK]=3,
 # [UNK]=4, so the tiny config's special_token_ids (0, 1, 2, 3) and mask_token_id 3 hold.
@@ -135,8 +138,10 @@ def load_tokenizer(name_or_path: str | os.PathLike, allow_download: bool = False
 def train_wordpiece(captions: Iterable[str], vocab_size: int, output_dir: str | os.PathLike):
     """Trains a lowercase BERT-style WordPiece tokenizer on `captions` and saves it.
 
-    The special tokens take ids 0..4 in `SPECIAL_TOKENS` order. `vocab_size` is an upper
-    bound: a small corpus may not have that many tokens to learn.
+    The special tokens take ids 0..4 in `SPECIAL_TOKENS` order, the learnt pieces the
+    next ids in learning order (`wordpiece.learn_vocabulary`): the same captions give the
+    same ids on every run. `vocab_size` is an upper bound: a small corpus may not have
+    that many tokens to learn.
 
     Args:
       captions: the training captions.
@@ -152,13 +157,21 @@ def train_wordpiece(captions: Iterable[str], vocab_size: int, output_dir: str | 
     """
     if vocab_size < _MIN_VOCAB_SIZE:
         raise ValueError(f"vocab_size={vocab_size} is below the minimum of {_MIN_VOCAB_SIZE}.")
-    tok = tokenizers.Tokenizer(tokenizers.models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = tokenizers.normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = tokenizers.pre_tokenizers.BertPreTokenizer()
+    normalizer = tokenizers.normalizers.BertNormalizer(lowercase=True)
+    pre_tokenizer = tokenizers.pre_tokenizers.BertPreTokenizer()
+    word_counts = collections.Counter(
+        word for caption in captions
+        for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(caption)))
+    learnt = wordpiece.learn_vocabulary(word_counts, vocab_size - len(SPECIAL_TOKENS))
+    tokens = [*SPECIAL_TOKENS, *(t for t in learnt if t not in SPECIAL_TOKENS)]
+    if len(tokens) > vocab_size:
+        raise TokenizerError(
+            f"The captions' characters alone need {len(tokens)} tokens, more than "
+            f"vocab_size={vocab_size}: raise it, or use a pre-trained tokenizer.")
+    tok = tokenizers.Tokenizer(tokenizers.models.WordPiece(
+        {token: i for i, token in enumerate(tokens)}, unk_token="[UNK]"))
+    tok.normalizer, tok.pre_tokenizer = normalizer, pre_tokenizer
     tok.decoder = tokenizers.decoders.WordPiece()
-    trainer = tokenizers.trainers.WordPieceTrainer(
-        vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS))
-    tok.train_from_iterator(captions, trainer=trainer)
     if tok.get_vocab_size() < _MIN_VOCAB_SIZE:
         raise TokenizerError(
             f"The captions gave a vocabulary of only {tok.get_vocab_size()} tokens (at least "
