@@ -65,6 +65,16 @@ def _gam_without_audio(config):
     config.data.modalities = "vt"
 
 
+def _shift_without_video(config):
+    config.gam.shifted_audio_negatives = (0.25, 0.75)
+    config.data.modalities = "at"
+
+
+def _shift_of_joint_features(config):
+    config.gam.shifted_audio_negatives = (0.25, 0.75)
+    config.gam.features = "joint"
+
+
 @pytest.mark.parametrize("variant", ["base", "small", "tiny"])
 @pytest.mark.parametrize("num_devices", [8, 1])
 def test_variants_validate(variant, num_devices):
@@ -108,6 +118,7 @@ _GOOD_EDITS = {
     "rule_over_two_axes": _set("mesh.logical_axis_rules", (("embed", ("data", "fsdp")),)),
     "stop_at_last_step": _set("train.stop_after_steps", 100),
     "no_masking": _set("masking.audio_ratio", 0.0),
+    "shifted_audio_negatives": _set("gam.shifted_audio_negatives", (0.25, 0.75)),
 }
 
 
@@ -167,6 +178,14 @@ _BAD_CONFIGS = [
     ("nothing_to_train", _nothing_to_train, 8, "loss"),
     ("pairs_lack_modality", _gam_without_audio, 8, "loss"),
     ("global_loss_unweighted", _global_loss_unweighted, 8, "loss"),
+    ("shift_range_reversed", _set("gam.shifted_audio_negatives", (0.7, 0.3)), 8,
+     "gam.shifted_audio_negatives"),
+    ("shift_of_whole_clip", _set("gam.shifted_audio_negatives", (0.5, 1.0)), 8,
+     "gam.shifted_audio_negatives"),
+    ("shift_below_one_frame", _set("gam.shifted_audio_negatives", (0.001, 0.002)), 8,
+     "gam.shifted_audio_negatives"),
+    ("shift_without_video", _shift_without_video, 8, "gam.shifted_audio_negatives"),
+    ("shift_of_joint_features", _shift_of_joint_features, 8, "gam.shifted_audio_negatives"),
 ]
 
 

@@ -41,14 +41,17 @@ def _ref_neg_log_softmax(scores, target):
     return log_z - scores[target]
 
 
-def _ref_info_nce(x, y, temperature):
+def _ref_info_nce(x, y, temperature, x_negatives=None):
     xn, yn = _ref_normalize(x), _ref_normalize(y)
+    extra = [] if x_negatives is None else list(_ref_normalize(x_negatives))
     b = x.shape[0]
     logits = [[float(np.dot(xn[i], yn[j])) / temperature for j in range(b)]
               for i in range(b)]
     rows = sum(_ref_neg_log_softmax(logits[i], i) for i in range(b)) / b
+    # y_j ranks every x and every extra negative; its positive is x_j.
     cols = sum(
-        _ref_neg_log_softmax([logits[i][j] for i in range(b)], j)
+        _ref_neg_log_softmax([logits[i][j] for i in range(b)]
+                             + [float(np.dot(n, yn[j])) / temperature for n in extra], j)
         for j in range(b)) / b
     return rows + cols
 
@@ -115,6 +118,18 @@ def test_info_nce_matches_reference(seed, batch, dim, temperature):
     assert got.dtype == jnp.float32
     np.testing.assert_allclose(
         got, _ref_info_nce(x, y, temperature), rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("seed, batch, extra", [(6, 4, 4), (7, 5, 2), (8, 3, 7)])
+def test_info_nce_extra_negatives_match_reference(seed, batch, extra):
+    rng = np.random.default_rng(seed)
+    x, y = (rng.normal(size=(batch, 6)).astype(np.float32) for _ in range(2))
+    negatives = rng.normal(size=(extra, 6)).astype(np.float32)
+    got = info_nce(jnp.asarray(x), jnp.asarray(y), 0.1, jnp.asarray(negatives))
+    np.testing.assert_allclose(
+        got, _ref_info_nce(x, y, 0.1, negatives), rtol=RTOL, atol=ATOL)
+    # Only the y -> x direction sees them: more candidates, a larger loss.
+    assert got > info_nce(jnp.asarray(x), jnp.asarray(y), 0.1)
 
 
 def test_info_nce_unnormalized_large_norm_and_jnp_temperature():

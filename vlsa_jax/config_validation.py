@@ -79,6 +79,7 @@ _FIELD_TYPES: dict[str, Any] = {
     "loss.patch_reduction": str,
     "gam.features": str,
     "gam.masked_inputs": bool,
+    "gam.shifted_audio_negatives": tuple[float, ...],
     "matching.head": str,
     "matching.negatives": str,
     "data.source": str,
@@ -257,6 +258,7 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None
     _check_batch(config, num_devices)
     _check_eval(config, num_devices)
     _check_matching_head(config)
+    _check_shifted_audio_negatives(config)
     _check_something_to_train(config)
 
 
@@ -476,6 +478,25 @@ def _check_matching_head(config) -> None:
                 "matching.head", f"'joint_pass' encodes {pair[0]} and {pair[1]} together, but "
                 f"model.joint_modalities = {config.model.joint_modalities!r} gives them "
                 "separate encoders")
+
+
+def _check_shifted_audio_negatives(config) -> None:
+    """A (low, high) range of fractions of the clip, for the unimodal audio-video pair."""
+    shift = tuple(config.gam.shifted_audio_negatives)
+    if not shift:
+        return
+    field = "gam.shifted_audio_negatives"
+    if len(shift) != 2 or not 0 < shift[0] <= shift[1] < 1:
+        raise ConfigError(field, f"{shift} must be () or (low, high) with 0 < low <= high < 1")
+    frames = config.audio.frames
+    if math.ceil(shift[0] * frames) > math.floor(shift[1] * frames):
+        raise ConfigError(field, f"{shift} holds no whole shift of the {frames} audio.frames")
+    if not config.loss.gam or "a" not in config.data.modalities or "v" not in config.data.modalities:
+        raise ConfigError(field, "needs the audio-video pair: loss.gam on and data.modalities "
+                          "with 'a' and 'v'")
+    if config.gam.features != "unimodal":
+        raise ConfigError(field, "needs gam.features = 'unimodal' (the shifted audio is "
+                          "encoded alone)")
 
 
 def _check_something_to_train(config) -> None:

@@ -48,7 +48,8 @@ def _masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
     return jnp.sum(values * mask) / jnp.maximum(jnp.sum(mask), 1.0)
 
 
-def symmetric_info_nce(x: jax.Array, y: jax.Array, temperature) -> jax.Array:
+def symmetric_info_nce(x: jax.Array, y: jax.Array, temperature,
+                       x_negatives: jax.Array | None = None) -> jax.Array:
     """Symmetric InfoNCE loss between two batches of paired embeddings.
 
     ``logits[i, j] = cosine(x_i, y_j) / temperature``, with x and y
@@ -57,13 +58,17 @@ def symmetric_info_nce(x: jax.Array, y: jax.Array, temperature) -> jax.Array:
     negative. Both directions are computed and summed:
 
     * x -> y: cross-entropy of softmax over each row, target i;
-    * y -> x: cross-entropy of softmax over each column, target j.
+    * y -> x: cross-entropy of softmax over each column, target j, whose
+      candidates are the B items of x and the M of ``x_negatives``.
 
     Args:
         x: [B, D] embeddings of the first modality.
         y: [B, D] embeddings of the second modality; y_i is paired with x_i.
         temperature: positive Python float or traced scalar dividing the
             cosine similarities (smaller means sharper).
+        x_negatives: optional [M, D] embeddings of the first modality that
+            are nobody's positive, ranked by y -> x only (e.g. each clip's
+            audio shifted in time, for video -> audio).
 
     Returns:
         float32 scalar
@@ -73,6 +78,9 @@ def symmetric_info_nce(x: jax.Array, y: jax.Array, temperature) -> jax.Array:
     temperature = jnp.asarray(temperature, dtype=jnp.float32)
     logits = cosine_similarity(x, y) / temperature
     x_to_y = -jnp.diagonal(jax.nn.log_softmax(logits, axis=1))
+    if x_negatives is not None:
+        # Extra rows: softmax over each column now spans B + M candidates.
+        logits = jnp.concatenate([logits, cosine_similarity(x_negatives, y) / temperature])
     y_to_x = -jnp.diagonal(jax.nn.log_softmax(logits, axis=0))
     return jnp.mean(x_to_y) + jnp.mean(y_to_x)
 

@@ -6,6 +6,8 @@ patches, cross-entropy on masked tokens.
 L_global (GAM, Eq. 7): per pair (audio-video, audio-text; video-text for VTM),
 symmetric InfoNCE over the global batch plus a binary matching head.
 """
+import functools
+import math
 from typing import NamedTuple
 
 import jax
@@ -13,7 +15,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from vlsa_jax import losses, masking
-from vlsa_jax.models.embeddings import masked_mean, valid_or_ones
+from vlsa_jax.models.embeddings import masked_mean, patchify_audio, valid_or_ones
 from vlsa_jax.models.vlsa import (
     AUDIO,
     TEXT,
@@ -52,7 +54,7 @@ def pretraining_loss(model: VLSA, batch, key, config: ml_collections.ConfigDict)
     inputs = model_inputs(batch, config)
     text_valid = batch["text_mask"].astype(bool) if TEXT in inputs else None
     pairs = [p for p in global_pairs(config) if p[0] in inputs and p[1] in inputs]
-    mask_key, match_key = jax.random.split(key)
+    mask_key, match_key, shift_key = jax.random.split(key, 3)
     needs_masks = config.loss.lpmm or config.gam.masked_inputs
     masked = mask_modalities(model, inputs, text_valid, mask_key, config) if needs_masks else None
 
@@ -67,9 +69,13 @@ def pretraining_loss(model: VLSA, batch, key, config: ml_collections.ConfigDict)
     if pairs:
         sources = _global_sources(model, masked, inputs, text_valid, config)
         embeddings = global_embeddings(model, sources, joint, config)
+        shifted = None
+        if config.gam.shifted_audio_negatives and (AUDIO, VIDEO) in pairs:
+            shifted = shifted_audio_embeddings(model, batch["audio"], shift_key, config)
         temperature = model.temperature()
         for pair, k in zip(pairs, jax.random.split(match_key, len(pairs))):
-            terms = pair_losses(model, pair, embeddings, sources, temperature, k, config)
+            terms = pair_losses(model, pair, embeddings, sources, temperature, k, config,
+                                shifted if pair == (AUDIO, VIDEO) else None)
             metrics.update({f"global/{pair_name(pair)}/{n}": v for n, v in terms.items()})
             global_ += terms["nce"] + terms.get("match", 0.0)
         metrics["temperature"] = temperature
@@ -146,6 +152,28 @@ def global_embeddings(model, sources, joint, config) -> dict[str, jax.Array]:
     return {m: masked_mean(encoded[m], sources[m][1]) for m in encoded}
 
 
+def shifted_audio_embeddings(model, audio, key, config) -> jax.Array:
+    """[B, D] global embeddings of each clip's spectrogram [B, time, freq] rotated in time.
+
+    The rotation is a random whole number of frames, a fraction of the clip's length
+    drawn from `config.gam.shifted_audio_negatives` = (low, high): the same sounds, out
+    of step with the picture. The clip is embedded as the global loss embeds audio (the
+    unimodal pass, MAE-masked when `gam.masked_inputs`).
+    """
+    batch_size, frames = audio.shape[:2]
+    low, high = config.gam.shifted_audio_negatives
+    shift_key, mask_key = jax.random.split(key)
+    shifts = jax.random.randint(
+        shift_key, (batch_size,), math.ceil(low * frames), math.floor(high * frames) + 1)
+    rotated = jax.vmap(functools.partial(jnp.roll, axis=0))(audio, shifts)
+    tokens = model.tokens(AUDIO, patchify_audio(rotated, config.audio.patch))
+    if config.gam.masked_inputs:
+        info = masking.random_masking(
+            mask_key, batch_size, tokens.shape[1], config.masking.audio_ratio)
+        tokens = masking.gather_tokens(tokens, info.ids_keep)
+    return masked_mean(model.encode({AUDIO: (tokens, None)})[AUDIO], None)
+
+
 def matching_partners(key, anchor, other, negatives: str, temperature):
     """Draws the partner of each anchor for the matching head.
 
@@ -172,15 +200,24 @@ def matching_partners(key, anchor, other, negatives: str, temperature):
     return jnp.where(labels, rows, negative).astype(jnp.int32), labels.astype(jnp.float32)
 
 
-def pair_losses(model, pair, embeddings, sources, temperature, key, config):
+def pair_losses(model, pair, embeddings, sources, temperature, key, config,
+                anchor_negatives=None):
     """Global terms of one pair: symmetric InfoNCE and binary matching (Eq. 7).
 
     The matching term is left out when `config.loss.matching` is off (fine-tuning
-    trains the contrastive loss alone).
+    trains the contrastive loss alone). `anchor_negatives` [B, D], row i a negative
+    made from anchor i (its audio shifted in time), join the other -> anchor
+    direction's candidates; `sync_accuracy` is how often item i scores its own anchor
+    above that negative.
     """
     anchor, other = embeddings[pair[0]], embeddings[pair[1]]
-    terms = {"nce": losses.symmetric_info_nce(anchor, other, temperature),
+    terms = {"nce": losses.symmetric_info_nce(anchor, other, temperature, anchor_negatives),
              "retrieval_accuracy": losses.contrastive_accuracy(anchor, other)}
+    if anchor_negatives is not None:
+        other_unit = losses.l2_normalize(other)
+        own, negative = ((other_unit * losses.l2_normalize(x)).sum(axis=-1)
+                         for x in (anchor, anchor_negatives))
+        terms["sync_accuracy"] = jnp.mean(own > negative).astype(jnp.float32)
     if not config.loss.matching:
         return terms
     partner, labels = matching_partners(key, anchor, other, config.matching.negatives, temperature)
