@@ -137,10 +137,12 @@ def get_config(arg=None):
     # 'unimodal': each modality encoded alone, as at retrieval; 'joint': pools of the LPMM pass.
     config.gam.features = "unimodal"
     config.gam.masked_inputs = True  # unimodal passes see the MAE-masked inputs (cheaper)
-    # (low, high): video->audio also ranks each clip's own audio rotated in time by a
-    # random fraction of its length in [low, high], a negative that only synchrony tells
-    # apart. () leaves them out, as the paper does.
+    # Negatives that only synchrony tells apart (the paper has none). (low, high):
+    # video->audio also ranks each clip's own audio rotated in time by a random fraction
+    # of its length in [low, high]; () leaves them out.
     config.gam.shifted_audio_negatives = ()
+    # audio->video also ranks each clip's own frames in reverse order.
+    config.gam.reversed_video_negatives = False
 
     config.matching = ml_collections.ConfigDict()
     config.matching.head = "pair_features"  # 'pair_features' | 'joint_pass'

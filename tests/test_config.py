@@ -70,6 +70,11 @@ def _shift_without_video(config):
     config.data.modalities = "at"
 
 
+def _reversal_without_audio(config):
+    config.gam.reversed_video_negatives = True
+    config.data.modalities = "vt"
+
+
 def _shift_of_joint_features(config):
     config.gam.shifted_audio_negatives = (0.25, 0.75)
     config.gam.features = "joint"
@@ -119,6 +124,7 @@ _GOOD_EDITS = {
     "stop_at_last_step": _set("train.stop_after_steps", 100),
     "no_masking": _set("masking.audio_ratio", 0.0),
     "shifted_audio_negatives": _set("gam.shifted_audio_negatives", (0.25, 0.75)),
+    "reversed_video_negatives": _set("gam.reversed_video_negatives", True),
 }
 
 
@@ -186,6 +192,7 @@ _BAD_CONFIGS = [
      "gam.shifted_audio_negatives"),
     ("shift_without_video", _shift_without_video, 8, "gam.shifted_audio_negatives"),
     ("shift_of_joint_features", _shift_of_joint_features, 8, "gam.shifted_audio_negatives"),
+    ("reversal_without_audio", _reversal_without_audio, 8, "gam.reversed_video_negatives"),
 ]
 
 

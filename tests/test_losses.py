@@ -41,17 +41,21 @@ def _ref_neg_log_softmax(scores, target):
     return log_z - scores[target]
 
 
-def _ref_info_nce(x, y, temperature, x_negatives=None):
+def _ref_info_nce(x, y, temperature, x_negatives=None, y_negatives=None):
     xn, yn = _ref_normalize(x), _ref_normalize(y)
-    extra = [] if x_negatives is None else list(_ref_normalize(x_negatives))
+    extra_x = [] if x_negatives is None else list(_ref_normalize(x_negatives))
+    extra_y = [] if y_negatives is None else list(_ref_normalize(y_negatives))
     b = x.shape[0]
     logits = [[float(np.dot(xn[i], yn[j])) / temperature for j in range(b)]
               for i in range(b)]
-    rows = sum(_ref_neg_log_softmax(logits[i], i) for i in range(b)) / b
-    # y_j ranks every x and every extra negative; its positive is x_j.
+    # x_i ranks every y and every extra y; its positive is y_i. Likewise y_j.
+    rows = sum(
+        _ref_neg_log_softmax(logits[i] + [float(np.dot(xn[i], n)) / temperature
+                                          for n in extra_y], i)
+        for i in range(b)) / b
     cols = sum(
         _ref_neg_log_softmax([logits[i][j] for i in range(b)]
-                             + [float(np.dot(n, yn[j])) / temperature for n in extra], j)
+                             + [float(np.dot(n, yn[j])) / temperature for n in extra_x], j)
         for j in range(b)) / b
     return rows + cols
 
@@ -120,15 +124,17 @@ def test_info_nce_matches_reference(seed, batch, dim, temperature):
         got, _ref_info_nce(x, y, temperature), rtol=RTOL, atol=ATOL)
 
 
-@pytest.mark.parametrize("seed, batch, extra", [(6, 4, 4), (7, 5, 2), (8, 3, 7)])
-def test_info_nce_extra_negatives_match_reference(seed, batch, extra):
+@pytest.mark.parametrize("seed, batch, extra_x, extra_y", [
+    (6, 4, 4, 0), (7, 5, 0, 2), (8, 3, 7, 3)])
+def test_info_nce_extra_negatives_match_reference(seed, batch, extra_x, extra_y):
     rng = np.random.default_rng(seed)
     x, y = (rng.normal(size=(batch, 6)).astype(np.float32) for _ in range(2))
-    negatives = rng.normal(size=(extra, 6)).astype(np.float32)
-    got = info_nce(jnp.asarray(x), jnp.asarray(y), 0.1, jnp.asarray(negatives))
+    x_neg, y_neg = (rng.normal(size=(n, 6)).astype(np.float32) if n else None
+                    for n in (extra_x, extra_y))
+    got = info_nce(jnp.asarray(x), jnp.asarray(y), 0.1, x_neg, y_neg)
     np.testing.assert_allclose(
-        got, _ref_info_nce(x, y, 0.1, negatives), rtol=RTOL, atol=ATOL)
-    # Only the y -> x direction sees them: more candidates, a larger loss.
+        got, _ref_info_nce(x, y, 0.1, x_neg, y_neg), rtol=RTOL, atol=ATOL)
+    # More candidates, a larger loss.
     assert got > info_nce(jnp.asarray(x), jnp.asarray(y), 0.1)
 
 

@@ -17,7 +17,7 @@ from flax import nnx
 from vlsa_jax import config_lib
 from vlsa_jax.models.transformer import REMAT_POLICY_NAMES
 from vlsa_jax.models.vlsa import GROUPINGS, VLSA, abstract_model, model_inputs, normalize_frames
-from vlsa_jax.objective import pretraining_loss, shifted_audio_embeddings
+from vlsa_jax.objective import desynchronised_embeddings, pretraining_loss
 from vlsa_jax.param_count import PARTS, count_parameters
 
 _CONFIG_PATH = pathlib.Path(__file__).resolve().parents[1] / "configs" / "pretrain.py"
@@ -85,8 +85,11 @@ def _expected_metrics(config, modalities=_MODALITIES):
         keys |= {f"local/{m}" for m in modalities}
     pairs = _expected_pairs(config, modalities)
     keys |= {f"global/{pair}/{term}" for pair in pairs for term in _PAIR_TERMS}
-    if config.gam.shifted_audio_negatives and "audio_video" in pairs:
-        keys.add("global/audio_video/sync_accuracy")
+    if "audio_video" in pairs:
+        for modality, on in (("audio", config.gam.shifted_audio_negatives),
+                             ("video", config.gam.reversed_video_negatives)):
+            if on:
+                keys.add(f"global/audio_video/{modality}_sync_accuracy")
     if pairs:
         keys.add("temperature")
     return keys
@@ -181,8 +184,10 @@ _ABLATIONS = {
     "matching.head=joint_pass,vtm=True": {"matching.head": "joint_pass", "loss.vtm": True},
     "matching.negatives=hard": {"matching.negatives": "hard"},
     "gam.shifted_audio_negatives": {"gam.shifted_audio_negatives": (0.25, 0.75)},
-    "gam.shifted_audio_negatives,masked_inputs=False": {
-        "gam.shifted_audio_negatives": (0.25, 0.75), "gam.masked_inputs": False},
+    "gam.reversed_video_negatives": {"gam.reversed_video_negatives": True},
+    "desynchronised_negatives,masked_inputs=False": {
+        "gam.shifted_audio_negatives": (0.25, 0.75), "gam.reversed_video_negatives": True,
+        "gam.masked_inputs": False},
     "loss.patch_reduction=sum": {"loss.patch_reduction": "sum"},
     "loss.learnable_temperature=True": {"loss.learnable_temperature": True},
     # Remat policies act on the backward pass: see test_gradient_shapes.
@@ -268,40 +273,52 @@ def test_missing_modality_gives_finite_loss(tiny, missing):
         assert np.isfinite(value), name
 
 
-def test_shifted_audio_is_the_clip_rotated_in_time(tiny):
+def test_desynchronised_clips_are_rotated_audio_and_reversed_video(tiny):
     config, model = tiny
     config = config.copy_and_resolve_references()
     config.gam.masked_inputs = False
     config.gam.shifted_audio_negatives = (0.5, 0.5)  # exactly half the frames
+    config.gam.reversed_video_negatives = True
     graphdef, params, rest = _split(model)
-    audio = _random_batch(config)["audio"]
+    batch = _random_batch(config)
+    batch = {"audio": batch["audio"], "video": batch["video"]}
 
     @functools.partial(jax.jit, compiler_options=_QUICK_COMPILE)
-    def embed(params, audio):
+    def embed(params, batch):
         model = nnx.merge(graphdef, params, rest)
-        return (shifted_audio_embeddings(model, audio, jax.random.key(0), config),
-                model.global_embeddings(model_inputs({"audio": audio}, config))["audio"])
+        return (desynchronised_embeddings(model, batch, jax.random.key(0), config),
+                model.global_embeddings(model_inputs(batch, config)))
 
-    shifted, _ = embed(params, audio)
-    _, expected = embed(params, np.roll(audio, config.audio.frames // 2, axis=1))
-    np.testing.assert_allclose(shifted, expected, rtol=1e-5, atol=1e-5)
-    assert np.abs(shifted - embed(params, audio)[1]).max() > 1e-3  # the rotation mattered
+    desynced, plain = embed(params, batch)
+    _, expected = embed(params, {
+        "audio": np.roll(batch["audio"], config.audio.frames // 2, axis=1),
+        "video": batch["video"][:, ::-1]})
+    for modality in ("audio", "video"):
+        np.testing.assert_allclose(desynced[modality], expected[modality], rtol=1e-5,
+                                   atol=1e-5, err_msg=modality)
+        assert np.abs(desynced[modality] - plain[modality]).max() > 1e-3, modality
 
 
-def test_shifted_audio_negatives_join_video_to_audio_alone(tiny):
+@pytest.mark.parametrize("overrides, negatives", [
+    ({"gam.shifted_audio_negatives": (0.25, 0.75)}, ("audio",)),
+    ({"gam.reversed_video_negatives": True}, ("video",)),
+], ids=["shifted_audio", "reversed_video"])
+def test_desynchronised_negatives_join_the_audio_video_pair_alone(tiny, overrides, negatives):
     config, model = tiny
     graphdef, params, rest = _split(model)
     batch, key = _random_batch(config), jax.random.key(1)
-    shifted_config = config.copy_and_resolve_references()
-    shifted_config.gam.shifted_audio_negatives = (0.25, 0.75)
-    plain, shifted = (
+    desync_config = config.copy_and_resolve_references()
+    desync_config.update_from_flattened_dict(overrides)
+    plain, desynced = (
         jax.jit(_loss_fn(graphdef, rest, c), compiler_options=_QUICK_COMPILE)(params, batch, key)[1]
-        for c in (config, shifted_config))
-    # More candidates for each video: a larger audio-video loss; every other term the same.
-    assert shifted["global/audio_video/nce"] > plain["global/audio_video/nce"]
-    assert 0 <= shifted.pop("global/audio_video/sync_accuracy") <= 1
+        for c in (config, desync_config))
+    # More candidates: a larger audio-video loss; every other term the same.
+    assert desynced["global/audio_video/nce"] > plain["global/audio_video/nce"]
+    for modality in negatives:
+        assert 0 <= desynced.pop(f"global/audio_video/{modality}_sync_accuracy") <= 1
     for name in set(plain) - {"global/audio_video/nce", "loss/global", "loss"}:
-        np.testing.assert_allclose(shifted[name], plain[name], rtol=1e-6, err_msg=name)
+        np.testing.assert_allclose(desynced[name], plain[name], rtol=1e-6, err_msg=name)
+    assert set(desynced) == set(plain)
 
 
 def test_text_padding_is_masked(tiny):

@@ -80,6 +80,7 @@ _FIELD_TYPES: dict[str, Any] = {
     "gam.features": str,
     "gam.masked_inputs": bool,
     "gam.shifted_audio_negatives": tuple[float, ...],
+    "gam.reversed_video_negatives": bool,
     "matching.head": str,
     "matching.negatives": str,
     "data.source": str,
@@ -258,7 +259,7 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None
     _check_batch(config, num_devices)
     _check_eval(config, num_devices)
     _check_matching_head(config)
-    _check_shifted_audio_negatives(config)
+    _check_desynchronised_negatives(config)
     _check_something_to_train(config)
 
 
@@ -480,23 +481,29 @@ def _check_matching_head(config) -> None:
                 "separate encoders")
 
 
-def _check_shifted_audio_negatives(config) -> None:
-    """A (low, high) range of fractions of the clip, for the unimodal audio-video pair."""
+def _check_desynchronised_negatives(config) -> None:
+    """Shifts are (low, high) fractions of the clip; both kinds need the unimodal
+    audio-video pair."""
     shift = tuple(config.gam.shifted_audio_negatives)
-    if not shift:
-        return
-    field = "gam.shifted_audio_negatives"
-    if len(shift) != 2 or not 0 < shift[0] <= shift[1] < 1:
-        raise ConfigError(field, f"{shift} must be () or (low, high) with 0 < low <= high < 1")
-    frames = config.audio.frames
-    if math.ceil(shift[0] * frames) > math.floor(shift[1] * frames):
-        raise ConfigError(field, f"{shift} holds no whole shift of the {frames} audio.frames")
-    if not config.loss.gam or "a" not in config.data.modalities or "v" not in config.data.modalities:
-        raise ConfigError(field, "needs the audio-video pair: loss.gam on and data.modalities "
-                          "with 'a' and 'v'")
-    if config.gam.features != "unimodal":
-        raise ConfigError(field, "needs gam.features = 'unimodal' (the shifted audio is "
-                          "encoded alone)")
+    if shift:
+        field = "gam.shifted_audio_negatives"
+        if len(shift) != 2 or not 0 < shift[0] <= shift[1] < 1:
+            raise ConfigError(field, f"{shift} must be () or (low, high) with "
+                              "0 < low <= high < 1")
+        frames = config.audio.frames
+        if math.ceil(shift[0] * frames) > math.floor(shift[1] * frames):
+            raise ConfigError(field, f"{shift} holds no whole shift of the {frames} "
+                              "audio.frames")
+    for field, on in (("gam.shifted_audio_negatives", bool(shift)),
+                      ("gam.reversed_video_negatives", config.gam.reversed_video_negatives)):
+        if not on:
+            continue
+        if not (config.loss.gam and {"a", "v"} <= set(config.data.modalities)):
+            raise ConfigError(field, "needs the audio-video pair: loss.gam on and "
+                              "data.modalities with 'a' and 'v'")
+        if config.gam.features != "unimodal":
+            raise ConfigError(field, "needs gam.features = 'unimodal' (the negatives are "
+                              "encoded alone)")
 
 
 def _check_something_to_train(config) -> None:

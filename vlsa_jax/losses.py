@@ -49,7 +49,8 @@ def _masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
 
 
 def symmetric_info_nce(x: jax.Array, y: jax.Array, temperature,
-                       x_negatives: jax.Array | None = None) -> jax.Array:
+                       x_negatives: jax.Array | None = None,
+                       y_negatives: jax.Array | None = None) -> jax.Array:
     """Symmetric InfoNCE loss between two batches of paired embeddings.
 
     ``logits[i, j] = cosine(x_i, y_j) / temperature``, with x and y
@@ -57,9 +58,10 @@ def symmetric_info_nce(x: jax.Array, y: jax.Array, temperature,
     diagonal pair (i, i); every other item of the (global) batch is a
     negative. Both directions are computed and summed:
 
-    * x -> y: cross-entropy of softmax over each row, target i;
+    * x -> y: cross-entropy of softmax over each row, target i, whose
+      candidates are the B items of y and those of ``y_negatives``;
     * y -> x: cross-entropy of softmax over each column, target j, whose
-      candidates are the B items of x and the M of ``x_negatives``.
+      candidates are the B items of x and those of ``x_negatives``.
 
     Args:
         x: [B, D] embeddings of the first modality.
@@ -69,6 +71,8 @@ def symmetric_info_nce(x: jax.Array, y: jax.Array, temperature,
         x_negatives: optional [M, D] embeddings of the first modality that
             are nobody's positive, ranked by y -> x only (e.g. each clip's
             audio shifted in time, for video -> audio).
+        y_negatives: optional [N, D], the same for the second modality,
+            ranked by x -> y only.
 
     Returns:
         float32 scalar
@@ -77,11 +81,13 @@ def symmetric_info_nce(x: jax.Array, y: jax.Array, temperature,
     """
     temperature = jnp.asarray(temperature, dtype=jnp.float32)
     logits = cosine_similarity(x, y) / temperature
-    x_to_y = -jnp.diagonal(jax.nn.log_softmax(logits, axis=1))
-    if x_negatives is not None:
-        # Extra rows: softmax over each column now spans B + M candidates.
-        logits = jnp.concatenate([logits, cosine_similarity(x_negatives, y) / temperature])
-    y_to_x = -jnp.diagonal(jax.nn.log_softmax(logits, axis=0))
+    rows, columns = logits, logits
+    if y_negatives is not None:  # extra columns: each row ranks B + N candidates
+        rows = jnp.concatenate([logits, cosine_similarity(x, y_negatives) / temperature], 1)
+    if x_negatives is not None:  # extra rows: each column ranks B + M candidates
+        columns = jnp.concatenate([logits, cosine_similarity(x_negatives, y) / temperature])
+    x_to_y = -jnp.diagonal(jax.nn.log_softmax(rows, axis=1))
+    y_to_x = -jnp.diagonal(jax.nn.log_softmax(columns, axis=0))
     return jnp.mean(x_to_y) + jnp.mean(y_to_x)
 
 

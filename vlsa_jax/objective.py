@@ -54,7 +54,7 @@ def pretraining_loss(model: VLSA, batch, key, config: ml_collections.ConfigDict)
     inputs = model_inputs(batch, config)
     text_valid = batch["text_mask"].astype(bool) if TEXT in inputs else None
     pairs = [p for p in global_pairs(config) if p[0] in inputs and p[1] in inputs]
-    mask_key, match_key, shift_key = jax.random.split(key, 3)
+    mask_key, match_key, desync_key = jax.random.split(key, 3)
     needs_masks = config.loss.lpmm or config.gam.masked_inputs
     masked = mask_modalities(model, inputs, text_valid, mask_key, config) if needs_masks else None
 
@@ -69,13 +69,13 @@ def pretraining_loss(model: VLSA, batch, key, config: ml_collections.ConfigDict)
     if pairs:
         sources = _global_sources(model, masked, inputs, text_valid, config)
         embeddings = global_embeddings(model, sources, joint, config)
-        shifted = None
-        if config.gam.shifted_audio_negatives and (AUDIO, VIDEO) in pairs:
-            shifted = shifted_audio_embeddings(model, batch["audio"], shift_key, config)
+        desynced = {}
+        if (AUDIO, VIDEO) in pairs:
+            desynced = desynchronised_embeddings(model, batch, desync_key, config)
         temperature = model.temperature()
         for pair, k in zip(pairs, jax.random.split(match_key, len(pairs))):
             terms = pair_losses(model, pair, embeddings, sources, temperature, k, config,
-                                shifted if pair == (AUDIO, VIDEO) else None)
+                                desynced if pair == (AUDIO, VIDEO) else {})
             metrics.update({f"global/{pair_name(pair)}/{n}": v for n, v in terms.items()})
             global_ += terms["nce"] + terms.get("match", 0.0)
         metrics["temperature"] = temperature
@@ -87,7 +87,6 @@ def pretraining_loss(model: VLSA, batch, key, config: ml_collections.ConfigDict)
 
 def mask_modalities(model, inputs, text_valid, key, config) -> dict[str, MaskedModality]:
     """Embeds and masks every modality: MAE drop for video (per frame) and audio, BERT for text."""
-    grids = token_grids(config)
     keys = dict(zip((VIDEO, AUDIO, TEXT), jax.random.split(key, 3)))
     out = {}
     for modality, x in inputs.items():
@@ -100,17 +99,19 @@ def mask_modalities(model, inputs, text_valid, key, config) -> dict[str, MaskedM
                 config.text.mask_token_id, config.text.vocab_size)
             out[TEXT] = MaskedModality(model.tokens(TEXT, ids), text_valid, None, mlm_mask)
             continue
-        if modality == VIDEO:
-            info = masking.per_frame_masking(
-                keys[VIDEO], batch_size, *grids[VIDEO], config.masking.video_ratio)
-        else:
-            info = masking.random_masking(
-                keys[AUDIO], batch_size, grids[AUDIO][0] * grids[AUDIO][1],
-                config.masking.audio_ratio)
+        info = mae_masking(modality, keys[modality], batch_size, config)
         # Embed before dropping so that every kept token carries its own position.
         visible = masking.gather_tokens(model.tokens(modality, x), info.ids_keep)
         out[modality] = MaskedModality(visible, None, info.ids_restore, info.mask)
     return out
+
+
+def mae_masking(modality: str, key, batch_size: int, config) -> masking.MaskInfo:
+    """The MAE drop of video (per frame) or audio tokens."""
+    grid = token_grids(config)[modality]
+    if modality == VIDEO:
+        return masking.per_frame_masking(key, batch_size, *grid, config.masking.video_ratio)
+    return masking.random_masking(key, batch_size, grid[0] * grid[1], config.masking.audio_ratio)
 
 
 def local_losses(model, masked, inputs, text_valid, config):
@@ -152,26 +153,34 @@ def global_embeddings(model, sources, joint, config) -> dict[str, jax.Array]:
     return {m: masked_mean(encoded[m], sources[m][1]) for m in encoded}
 
 
-def shifted_audio_embeddings(model, audio, key, config) -> jax.Array:
-    """[B, D] global embeddings of each clip's spectrogram [B, time, freq] rotated in time.
+def desynchronised_embeddings(model, batch, key, config) -> dict[str, jax.Array]:
+    """Global embeddings [B, D] of each clip made out of step with itself, by modality.
 
-    The rotation is a random whole number of frames, a fraction of the clip's length
-    drawn from `config.gam.shifted_audio_negatives` = (low, high): the same sounds, out
-    of step with the picture. The clip is embedded as the global loss embeds audio (the
-    unimodal pass, MAE-masked when `gam.masked_inputs`).
+    'audio' (when `gam.shifted_audio_negatives` = (low, high)): the spectrogram rotated
+    in time by a random whole number of frames, a fraction in [low, high] of its length.
+    'video' (when `gam.reversed_video_negatives`): the frames in reverse order. Each keeps
+    its content and loses its synchrony with the other modality, and is embedded as the
+    global loss embeds that modality (alone, MAE-masked when `gam.masked_inputs`).
     """
-    batch_size, frames = audio.shape[:2]
-    low, high = config.gam.shifted_audio_negatives
-    shift_key, mask_key = jax.random.split(key)
-    shifts = jax.random.randint(
-        shift_key, (batch_size,), math.ceil(low * frames), math.floor(high * frames) + 1)
-    rotated = jax.vmap(functools.partial(jnp.roll, axis=0))(audio, shifts)
-    tokens = model.tokens(AUDIO, patchify_audio(rotated, config.audio.patch))
-    if config.gam.masked_inputs:
-        info = masking.random_masking(
-            mask_key, batch_size, tokens.shape[1], config.masking.audio_ratio)
-        tokens = masking.gather_tokens(tokens, info.ids_keep)
-    return masked_mean(model.encode({AUDIO: (tokens, None)})[AUDIO], None)
+    patches = {}
+    if config.gam.shifted_audio_negatives:
+        audio = batch["audio"]
+        low, high = config.gam.shifted_audio_negatives
+        frames = audio.shape[1]
+        shifts = jax.random.randint(jax.random.fold_in(key, 0), audio.shape[:1],
+                                    math.ceil(low * frames), math.floor(high * frames) + 1)
+        rotated = jax.vmap(functools.partial(jnp.roll, axis=0))(audio, shifts)
+        patches[AUDIO] = patchify_audio(rotated, config.audio.patch)
+    if config.gam.reversed_video_negatives:
+        patches[VIDEO] = model_inputs({VIDEO: batch["video"][:, ::-1]}, config)[VIDEO]
+    out = {}
+    for modality, x in patches.items():
+        tokens = model.tokens(modality, x)
+        if config.gam.masked_inputs:
+            info = mae_masking(modality, jax.random.fold_in(key, 1), x.shape[0], config)
+            tokens = masking.gather_tokens(tokens, info.ids_keep)
+        out[modality] = masked_mean(model.encode({modality: (tokens, None)})[modality], None)
+    return out
 
 
 def matching_partners(key, anchor, other, negatives: str, temperature):
@@ -200,24 +209,26 @@ def matching_partners(key, anchor, other, negatives: str, temperature):
     return jnp.where(labels, rows, negative).astype(jnp.int32), labels.astype(jnp.float32)
 
 
-def pair_losses(model, pair, embeddings, sources, temperature, key, config,
-                anchor_negatives=None):
+def pair_losses(model, pair, embeddings, sources, temperature, key, config, desynced):
     """Global terms of one pair: symmetric InfoNCE and binary matching (Eq. 7).
 
     The matching term is left out when `config.loss.matching` is off (fine-tuning
-    trains the contrastive loss alone). `anchor_negatives` [B, D], row i a negative
-    made from anchor i (its audio shifted in time), join the other -> anchor
-    direction's candidates; `sync_accuracy` is how often item i scores its own anchor
-    above that negative.
+    trains the contrastive loss alone). `desynced` maps a modality of the pair to [B, D]
+    embeddings of its items made out of step (`desynchronised_embeddings`): they join
+    the candidates that the other modality's items rank, and `<modality>_sync_accuracy`
+    is how often item i of the other modality scores its own partner above partner i
+    desynchronised.
     """
     anchor, other = embeddings[pair[0]], embeddings[pair[1]]
-    terms = {"nce": losses.symmetric_info_nce(anchor, other, temperature, anchor_negatives),
+    terms = {"nce": losses.symmetric_info_nce(anchor, other, temperature,
+                                              desynced.get(pair[0]), desynced.get(pair[1])),
              "retrieval_accuracy": losses.contrastive_accuracy(anchor, other)}
-    if anchor_negatives is not None:
-        other_unit = losses.l2_normalize(other)
-        own, negative = ((other_unit * losses.l2_normalize(x)).sum(axis=-1)
-                         for x in (anchor, anchor_negatives))
-        terms["sync_accuracy"] = jnp.mean(own > negative).astype(jnp.float32)
+    for modality, negatives in desynced.items():
+        partner, query = (anchor, other) if modality == pair[0] else (other, anchor)
+        own, out_of_step = (losses.l2_normalize(query) * losses.l2_normalize(x)
+                            for x in (partner, negatives))
+        terms[f"{modality}_sync_accuracy"] = jnp.mean(
+            own.sum(axis=-1) > out_of_step.sum(axis=-1)).astype(jnp.float32)
     if not config.loss.matching:
         return terms
     partner, labels = matching_partners(key, anchor, other, config.matching.negatives, temperature)
