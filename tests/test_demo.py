@@ -17,7 +17,8 @@ _SMALLEST = "steps=2,clips=16,test_clips=8,sync_clips=4"
 def test_demo_config_is_valid_and_sized_for_a_cpu():
     config = load_config("demo.py", "")
     validate_config(config, 1)
-    assert config.train.num_steps == 1100 and config.demo.num_train == 512
+    assert config.train.num_steps == 800 and config.demo.num_train == 512
+    assert config.gam.reversed_video_negatives
     quick = load_config("demo.py", "quick=true")
     validate_config(quick, 1)
     assert quick.train.num_steps == 200 and quick.demo.num_test == 32
