@@ -70,6 +70,12 @@ def _shift_without_video(config):
     config.data.modalities = "at"
 
 
+def _negatives_without_gam(config):
+    config.gam.reversed_video_negatives = True
+    config.gam.shifted_audio_negatives = (0.25, 0.75)
+    config.loss.gam = False
+
+
 def _reversal_without_audio(config):
     config.gam.reversed_video_negatives = True
     config.data.modalities = "vt"
@@ -125,6 +131,7 @@ _GOOD_EDITS = {
     "no_masking": _set("masking.audio_ratio", 0.0),
     "shifted_audio_negatives": _set("gam.shifted_audio_negatives", (0.25, 0.75)),
     "reversed_video_negatives": _set("gam.reversed_video_negatives", True),
+    "negatives_unused_without_gam": _negatives_without_gam,
 }
 
 

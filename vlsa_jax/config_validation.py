@@ -482,8 +482,8 @@ def _check_matching_head(config) -> None:
 
 
 def _check_desynchronised_negatives(config) -> None:
-    """Shifts are (low, high) fractions of the clip; both kinds need the unimodal
-    audio-video pair."""
+    """Shifts are (low, high) fractions of the clip; under GAM both kinds need the unimodal
+    audio-video pair (without GAM they are unused, as in the ablation grids' rows)."""
     shift = tuple(config.gam.shifted_audio_negatives)
     if shift:
         field = "gam.shifted_audio_negatives"
@@ -496,11 +496,11 @@ def _check_desynchronised_negatives(config) -> None:
                               "audio.frames")
     for field, on in (("gam.shifted_audio_negatives", bool(shift)),
                       ("gam.reversed_video_negatives", config.gam.reversed_video_negatives)):
-        if not on:
+        if not (on and config.loss.gam):
             continue
-        if not (config.loss.gam and {"a", "v"} <= set(config.data.modalities)):
-            raise ConfigError(field, "needs the audio-video pair: loss.gam on and "
-                              "data.modalities with 'a' and 'v'")
+        if not {"a", "v"} <= set(config.data.modalities):
+            raise ConfigError(field, "needs the audio-video pair: data.modalities with 'a' "
+                              "and 'v'")
         if config.gam.features != "unimodal":
             raise ConfigError(field, "needs gam.features = 'unimodal' (the negatives are "
                               "encoded alone)")
