@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from vlsa_jax import losses, masking
-from vlsa_jax.models.embeddings import masked_mean, patchify_audio, valid_or_ones
+from vlsa_jax.models.embeddings import masked_mean, valid_or_ones
 from vlsa_jax.models.vlsa import (
     AUDIO,
     TEXT,
@@ -87,6 +87,7 @@ def pretraining_loss(model: VLSA, batch, key, config: ml_collections.ConfigDict)
 
 def mask_modalities(model, inputs, text_valid, key, config) -> dict[str, MaskedModality]:
     """Embeds and masks every modality: MAE drop for video (per frame) and audio, BERT for text."""
+    grids = token_grids(config)
     keys = dict(zip((VIDEO, AUDIO, TEXT), jax.random.split(key, 3)))
     out = {}
     for modality, x in inputs.items():
@@ -99,19 +100,17 @@ def mask_modalities(model, inputs, text_valid, key, config) -> dict[str, MaskedM
                 config.text.mask_token_id, config.text.vocab_size)
             out[TEXT] = MaskedModality(model.tokens(TEXT, ids), text_valid, None, mlm_mask)
             continue
-        info = mae_masking(modality, keys[modality], batch_size, config)
+        if modality == VIDEO:
+            info = masking.per_frame_masking(
+                keys[VIDEO], batch_size, *grids[VIDEO], config.masking.video_ratio)
+        else:
+            info = masking.random_masking(
+                keys[AUDIO], batch_size, grids[AUDIO][0] * grids[AUDIO][1],
+                config.masking.audio_ratio)
         # Embed before dropping so that every kept token carries its own position.
         visible = masking.gather_tokens(model.tokens(modality, x), info.ids_keep)
         out[modality] = MaskedModality(visible, None, info.ids_restore, info.mask)
     return out
-
-
-def mae_masking(modality: str, key, batch_size: int, config) -> masking.MaskInfo:
-    """The MAE drop of video (per frame) or audio tokens."""
-    grid = token_grids(config)[modality]
-    if modality == VIDEO:
-        return masking.per_frame_masking(key, batch_size, *grid, config.masking.video_ratio)
-    return masking.random_masking(key, batch_size, grid[0] * grid[1], config.masking.audio_ratio)
 
 
 def local_losses(model, masked, inputs, text_valid, config):
@@ -162,25 +161,22 @@ def desynchronised_embeddings(model, batch, key, config) -> dict[str, jax.Array]
     its content and loses its synchrony with the other modality, and is embedded as the
     global loss embeds that modality (alone, MAE-masked when `gam.masked_inputs`).
     """
-    patches = {}
+    shift_key, mask_key = jax.random.split(key)
+    altered = {}
     if config.gam.shifted_audio_negatives:
         audio = batch["audio"]
         low, high = config.gam.shifted_audio_negatives
         frames = audio.shape[1]
-        shifts = jax.random.randint(jax.random.fold_in(key, 0), audio.shape[:1],
-                                    math.ceil(low * frames), math.floor(high * frames) + 1)
-        rotated = jax.vmap(functools.partial(jnp.roll, axis=0))(audio, shifts)
-        patches[AUDIO] = patchify_audio(rotated, config.audio.patch)
+        shifts = jax.random.randint(shift_key, audio.shape[:1], math.ceil(low * frames),
+                                    math.floor(high * frames) + 1)
+        altered[AUDIO] = jax.vmap(functools.partial(jnp.roll, axis=0))(audio, shifts)
     if config.gam.reversed_video_negatives:
-        patches[VIDEO] = model_inputs({VIDEO: batch["video"][:, ::-1]}, config)[VIDEO]
-    out = {}
-    for modality, x in patches.items():
-        tokens = model.tokens(modality, x)
-        if config.gam.masked_inputs:
-            info = mae_masking(modality, jax.random.fold_in(key, 1), x.shape[0], config)
-            tokens = masking.gather_tokens(tokens, info.ids_keep)
-        out[modality] = masked_mean(model.encode({modality: (tokens, None)})[modality], None)
-    return out
+        altered[VIDEO] = batch["video"][:, ::-1]
+    inputs = model_inputs(altered, config)
+    masked = (mask_modalities(model, inputs, None, mask_key, config)
+              if config.gam.masked_inputs else None)
+    sources = _global_sources(model, masked, inputs, None, config)
+    return global_embeddings(model, sources, None, config)
 
 
 def matching_partners(key, anchor, other, negatives: str, temperature):
@@ -225,10 +221,10 @@ def pair_losses(model, pair, embeddings, sources, temperature, key, config, desy
              "retrieval_accuracy": losses.contrastive_accuracy(anchor, other)}
     for modality, negatives in desynced.items():
         partner, query = (anchor, other) if modality == pair[0] else (other, anchor)
-        own, out_of_step = (losses.l2_normalize(query) * losses.l2_normalize(x)
+        query = losses.l2_normalize(query)
+        own, out_of_step = ((query * losses.l2_normalize(x)).sum(axis=-1)
                             for x in (partner, negatives))
-        terms[f"{modality}_sync_accuracy"] = jnp.mean(
-            own.sum(axis=-1) > out_of_step.sum(axis=-1)).astype(jnp.float32)
+        terms[f"{modality}_sync_accuracy"] = jnp.mean(own > out_of_step).astype(jnp.float32)
     if not config.loss.matching:
         return terms
     partner, labels = matching_partners(key, anchor, other, config.matching.negatives, temperature)
