@@ -1,10 +1,12 @@
 """The grain pipeline over prepared records: batches, augmentation, exact resume, bad splits."""
 import hashlib
+import io
 import json
 
 import jax
 import numpy as np
 import pytest
+from PIL import Image
 
 from tests.data_helpers import CAPTIONS, prepared_split
 from vlsa_jax import train
@@ -80,14 +82,14 @@ def _quadrant_frame():
 def test_decoded_frames_show_the_crop_box_resized_and_flipped():
     jpeg = _quadrant_frame()
     # The box [8, 56) x [40, 88) lies in the red half, below the green band.
-    red = pipeline.decode_frames([jpeg], [0], 32, lambda w, h: (8, 40, 48), flip=False)
+    red = pipeline.decode_frames([jpeg], [0], 32, (8, 40, 48), flip=False)
     assert red.shape == (1, 32, 32, 3) and red.dtype == np.uint8
     np.testing.assert_allclose(red.reshape(-1, 3).mean(0), [255, 0, 0], atol=6)
     # The centre square [16, 112) of the frame: red left, blue right (mirrored when
     # flipped), enlarged to 192 or shrunk to 24 (both filters keep the halves apart).
     for size in (192, 24):
         frames = {flip: pipeline.decode_frames([jpeg, jpeg], [1, 0], size,
-                                               pipeline.centre_crop_box, flip)
+                                               pipeline.centre_crop_box(128, 96), flip)
                   for flip in (False, True)}
         np.testing.assert_array_equal(frames[True], frames[False][:, :, ::-1])
         lower = frames[False][:, size // 4:, :]  # below the band
@@ -96,6 +98,39 @@ def test_decoded_frames_show_the_crop_box_resized_and_flipped():
         left, right = lower[:, :, :size // 2 - margin], lower[:, :, size // 2 + margin:]
         assert left[..., 0].min() > 240 and left[..., 2].max() < 15
         assert right[..., 2].min() > 240 and right[..., 0].max() < 15
+
+
+def test_frame_decoder_reuses_its_buffer_across_frame_sizes_and_decodes_grey_as_rgb():
+    rng = np.random.default_rng(0)
+    colour = [records.encode_jpeg(rng.integers(0, 256, (h, w, 3), np.uint8))
+              for h, w in ((24, 40), (64, 48), (16, 16))]
+    grey = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (20, 30), np.uint8), "L").save(grey, format="JPEG")
+    decoder = pipeline.FrameDecoder()
+    for jpeg in colour + [grey.getvalue()] + colour[:1]:
+        expected = np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"))
+        decoded = decoder(jpeg)
+        assert decoded.shape == expected.shape
+        # libjpeg-turbo and Pillow's libjpeg may round the colour conversion differently.
+        assert np.abs(decoded.astype(int) - expected).max() <= 2
+
+
+def test_a_batch_equals_its_examples_preprocessed_one_by_one(prepared):
+    config, _, output = prepared
+    items = [pipeline.split_source(config, output / "train")[i] for i in (0, 3, 5)]
+    for training in (True, False):
+        preprocessor = pipeline.Preprocessor(config, "avt", training)
+        rng = np.random.default_rng(7)
+        batch = preprocessor.batch([preprocessor.plan(item, rng) for item in items])
+        rng = np.random.default_rng(7)  # the same draws, in the same order
+        examples = [preprocessor(item, rng) for item in items]
+        if training:  # the choices are random: another generator gives another batch
+            other = preprocessor.batch([preprocessor.plan(item, np.random.default_rng(8))
+                                        for item in items])
+            assert not np.array_equal(other["video"], batch["video"])
+        assert set(batch) == {"video", "audio", "text_ids", "text_mask"}
+        for name, array in batch.items():
+            np.testing.assert_array_equal(array, np.stack([e[name] for e in examples]))
 
 
 def test_an_undecodable_frame_is_an_error():
