@@ -2,13 +2,6 @@
 import os
 import tempfile
 
-# Must happen before JAX initialises its backends. XLA's CPU runtime may run a device's
-# next collective before its previous one has finished, each blocking a thread of one pool
-# shared by all fake devices and sized max(cores, devices): eight devices with two
-# collectives in flight each exhaust it and deadlock (seen within a few dozen steps of the
-# data2_fsdp4 layout). PJRT_NPROC sizes that pool; with 64 threads, over 600 runs of
-# init and two steps passed.
-os.environ.setdefault("PJRT_NPROC", "64")
 # A collective still stuck after 2 minutes aborts the run instead of hanging it.
 os.environ.setdefault("XLA_FLAGS", " ".join([
     "--xla_force_host_platform_device_count=8",
@@ -20,7 +13,14 @@ import jax  # noqa: E402
 import pytest  # noqa: E402
 from absl import flags  # noqa: E402
 
+from vlsa_jax import sharding  # noqa: E402
+
 jax.config.update("jax_num_cpu_devices", 8)
+# Before JAX initialises its backends, as the entry points do: eight fake devices can
+# exhaust XLA's CPU thread pool with their collectives and deadlock (seen within a few
+# dozen steps of the data2_fsdp4 layout); with 64 threads, over 600 runs of init and two
+# steps passed.
+sharding.enlarge_cpu_thread_pool()
 # XLA's CPU compiles dominate the suite's time: skip most backend optimizations,
 # and share compiled programs between tests (and test workers) through a disk cache.
 jax.config.update("jax_disable_most_optimizations", True)

@@ -93,3 +93,29 @@ def test_eval_export_and_search_entry_points(trained_run):
         cwd=ROOT, env=child_env(1), check=True, capture_output=True, text=True)
     lines = result.stdout.splitlines()
     assert len(lines) == 3 and lines[0].split()[-1] == "clip2", result.stdout
+
+
+def test_several_fake_cpu_devices_get_a_thread_pool_for_their_collectives():
+    # What the entry points do first, after importing everything they import.
+    probe = ("import os, jax, jax.numpy as jnp\n"
+             "import vlsa_jax.main, vlsa_jax.sweep\n"
+             "from vlsa_jax import sharding\n"
+             "sharding.enlarge_cpu_thread_pool()\n"
+             "jnp.ones(4).block_until_ready()\n"
+             "print(jax.device_count(), os.environ.get('PJRT_NPROC'),"
+             " len(os.listdir('/proc/self/task')))\n")
+    seen = {}
+    for devices, preset in ((8, None), (1, None), (8, "16")):
+        env = child_env(devices)
+        env.pop("PJRT_NPROC", None)
+        if preset:
+            env["PJRT_NPROC"] = preset
+        result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env, check=True,
+                                capture_output=True, text=True)
+        count, nproc, threads = result.stdout.split()
+        seen[devices, preset] = int(count), nproc, int(threads)
+    assert seen[8, None][:2] == (8, "64")
+    assert seen[1, None][:2] == (1, "None")  # a single device keeps the default pool
+    assert seen[8, "16"][:2] == (8, "16")  # the user's setting stands
+    # The pool is really larger: XLA starts its threads from the setting.
+    assert seen[8, None][2] > seen[8, "16"][2] + 40

@@ -15,7 +15,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from vlsa_jax import demo, evaluate, export, train
+from vlsa_jax import demo, evaluate, export, sharding, train
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -37,6 +37,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    sharding.enlarge_cpu_thread_pool()
     # Orbax logs every stage of every save at INFO; keep its warnings and errors only.
     logging.get_absl_handler().addFilter(
         lambda record: record.levelno >= std_logging.WARNING or "/orbax/" not in record.pathname)

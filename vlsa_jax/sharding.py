@@ -6,6 +6,8 @@ are split over ('data', 'fsdp'): FSDP shards the batch like data parallelism and
 in addition, the parameters and optimizer state.
 """
 import math
+import os
+import re
 
 import jax
 import numpy as np
@@ -18,6 +20,29 @@ from vlsa_jax.models.vlsa import abstract_model
 
 MESH_AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")
+# Threads of XLA's CPU pool per fake CPU device (see enlarge_cpu_thread_pool).
+CPU_THREADS_PER_DEVICE = 8
+
+
+def fake_cpu_device_count() -> int:
+    """The CPU devices asked for by JAX_NUM_CPU_DEVICES or XLA's host device-count flag."""
+    flag = re.search(r"--xla_force_host_platform_device_count=(\d+)",
+                     os.environ.get("XLA_FLAGS", ""))
+    return max(jax.config.jax_num_cpu_devices, int(flag.group(1)) if flag else 1, 1)
+
+
+def enlarge_cpu_thread_pool() -> None:
+    """Gives XLA's CPU thread pool room for the collectives of several fake CPU devices.
+
+    XLA's CPU runtime may start a device's next collective before its previous one has
+    finished, each blocking a thread of one pool that all fake devices share, sized
+    max(cores, devices): eight devices on a laptop can exhaust it and deadlock. PJRT_NPROC
+    sizes that pool; a value the user set is kept, and a single device is left alone. Must
+    run before JAX initialises its backends (the first device query).
+    """
+    devices = fake_cpu_device_count()
+    if devices > 1 and "PJRT_NPROC" not in os.environ:
+        os.environ["PJRT_NPROC"] = str(CPU_THREADS_PER_DEVICE * devices)
 
 
 def make_mesh(mesh_config, devices=None) -> jax.sharding.Mesh:

@@ -289,6 +289,7 @@ FLAGS = flags.FLAGS
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    sharding.enlarge_cpu_thread_pool()
     # Orbax logs every stage of every save at INFO; keep its warnings and errors only.
     logging.get_absl_handler().addFilter(
         lambda record: record.levelno >= std_logging.WARNING or "/orbax/" not in record.pathname)
