@@ -146,7 +146,8 @@ def decode_frames(jpegs, indices, size: int, box: tuple[int, int, int], flip: bo
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
-    """One example's record and the random choices made for it (none in evaluation)."""
+    """One example's record and the choices made for it: random in training, fixed (centre
+    frames and crop, first caption) in evaluation."""
 
     record: records.ClipRecord
     frame_indices: np.ndarray | None = None
