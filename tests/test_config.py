@@ -182,6 +182,7 @@ _BAD_CONFIGS = [
      "model.decoder_width"),
     ("frame_not_tiled", _set("video.patch", 5), 8, "video.size"),
     ("spectrogram_not_tiled", _set("audio.bins", 36), 8, "audio.bins"),
+    ("odd_stored_side", _set("video.stored_short_side", 41), 8, "video.stored_short_side"),
     ("single_item_batch", _set("train.batch_size", 1), 1, "train.batch_size"),
     ("batch_not_divisible", _set("train.batch_size", 6), 4, "train.batch_size"),
     ("mesh_too_large", _set("mesh.data", 16), 8, "mesh"),

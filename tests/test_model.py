@@ -16,7 +16,7 @@ from flax import nnx
 
 from vlsa_jax import config_lib
 from vlsa_jax.models.transformer import REMAT_POLICY_NAMES
-from vlsa_jax.models.vlsa import GROUPINGS, VLSA, abstract_model, model_inputs, normalize_frames
+from vlsa_jax.models.vlsa import GROUPINGS, VLSA, abstract_model, model_inputs
 from vlsa_jax.objective import desynchronised_embeddings, pretraining_loss
 from vlsa_jax.param_count import PARTS, count_parameters
 
@@ -353,11 +353,3 @@ def test_text_padding_is_masked(tiny):
         np.delete(changed_embedding, 1, axis=0), np.delete(reference, 1, axis=0),
         rtol=0, atol=1e-6)
 
-
-def test_frames_are_normalised_with_the_config_statistics():
-    config = _config()
-    frames = np.random.default_rng(0).integers(0, 256, (2, 3, 4, 4, 3), dtype=np.uint8)
-    mean = np.asarray(config.video.mean) * 255
-    std = np.asarray(config.video.std) * 255
-    np.testing.assert_allclose(normalize_frames(frames, config.video), (frames - mean) / std,
-                               rtol=1e-6, atol=1e-5)

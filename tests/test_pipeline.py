@@ -12,6 +12,7 @@ from tests.data_helpers import CAPTIONS, prepared_split
 from vlsa_jax import train
 from vlsa_jax.data import pipeline, records
 from vlsa_jax.data.source import build_source
+from vlsa_jax.models.frames import resize_crops
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +30,12 @@ def test_training_batches_have_model_shapes(prepared):
     config.train.batch_size = 4
     batch = next(iter(pipeline.training_dataset(config)))
     v, a, t = config.video, config.audio, config.text
-    assert batch["video"].shape == (4, v.num_frames, v.size, v.size, 3)
+    canvas = v.stored_short_side  # the crops are resized on the device
+    assert batch["video"].shape == (4, v.num_frames, canvas, canvas, 3)
     assert batch["video"].dtype == np.uint8  # normalised on the device
+    assert batch["video_crop"].shape == (4, 2)
+    sides, flips = batch["video_crop"].T
+    assert (sides <= canvas).all() and set(flips) <= {0, 1}
     assert batch["audio"].shape == (4, a.frames, a.bins)
     assert batch["text_ids"].shape == batch["text_mask"].shape == (4, t.max_len)
     assert (batch["text_mask"].sum(axis=1) >= 3).all()  # [CLS] word(s) [SEP]
@@ -79,25 +84,50 @@ def _quadrant_frame():
     return records.encode_jpeg(frame)
 
 
-def test_decoded_frames_show_the_crop_box_resized_and_flipped():
+def test_frames_are_cropped_into_the_canvas_and_show_the_box_resized_and_flipped():
     jpeg = _quadrant_frame()
     # The box [8, 56) x [40, 88) lies in the red half, below the green band.
-    red = pipeline.decode_frames([jpeg], [0], 32, (8, 40, 48), flip=False)
-    assert red.shape == (1, 32, 32, 3) and red.dtype == np.uint8
+    canvas = np.full((1, 96, 96, 3), 7, np.uint8)  # stale pixels of an earlier batch
+    pipeline.crop_frames([jpeg], [0], (8, 40, 48), canvas)
+    np.testing.assert_allclose(canvas[0, :48, :48].reshape(-1, 3).mean(0), [255, 0, 0], atol=6)
+    assert not canvas[0, 48:].any() and not canvas[0, :, 48:].any()
+    red = np.asarray(resize_crops(canvas[None], np.array([[48, 0]], np.int32), 32))[0]
     np.testing.assert_allclose(red.reshape(-1, 3).mean(0), [255, 0, 0], atol=6)
     # The centre square [16, 112) of the frame: red left, blue right (mirrored when
-    # flipped), enlarged to 192 or shrunk to 24 (both filters keep the halves apart).
+    # flipped), enlarged to 192 or shrunk to 24 (the filter keeps the halves apart).
+    box = pipeline.centre_crop_box(128, 96)
+    canvas = pipeline.crop_frames([jpeg, jpeg], [1, 0], box, np.empty((2, 96, 96, 3), np.uint8))
     for size in (192, 24):
-        frames = {flip: pipeline.decode_frames([jpeg, jpeg], [1, 0], size,
-                                               pipeline.centre_crop_box(128, 96), flip)
-                  for flip in (False, True)}
-        np.testing.assert_array_equal(frames[True], frames[False][:, :, ::-1])
-        lower = frames[False][:, size // 4:, :]  # below the band
+        frames = {flip: np.asarray(resize_crops(canvas[None], np.array([[96, flip]]), size))[0]
+                  for flip in (0, 1)}
+        np.testing.assert_allclose(frames[1], frames[0][:, :, ::-1], atol=1e-3)
+        lower = frames[0][:, size // 4:, :]  # below the band
         # JPEG's halved chroma blurs the colour edge over a few source pixels.
         margin = size // 12 + 2
         left, right = lower[:, :, :size // 2 - margin], lower[:, :, size // 2 + margin:]
         assert left[..., 0].min() > 240 and left[..., 2].max() < 15
         assert right[..., 2].min() > 240 and right[..., 0].max() < 15
+
+
+def test_batch_arrays_are_reused_only_once_nothing_else_holds_them():
+    made = []
+
+    def make(size):
+        made.append({"x": np.zeros((size, 3))})
+        return made[-1]
+
+    arrays = pipeline.ReusedArrays(capacity=2)
+    first = arrays.get(4, make)
+    assert arrays.get(4, make)["x"] is not first["x"]  # `first` is still held
+    view = first["x"][1:]
+    del first
+    # The view keeps the first busy: the second (idle again) is reused, then the pool is
+    # full and a third is made outside it.
+    held = [arrays.get(4, make)["x"] for _ in range(2)]
+    assert len(made) == 3 and held[0] is made[1]["x"] and held[1] is made[2]["x"]
+    del view
+    assert arrays.get(4, make)["x"] is made[0]["x"]  # idle again: reused
+    assert arrays.get(2, make)["x"].shape == (2, 3)  # each batch size has its own
 
 
 def test_frame_decoder_reuses_its_buffer_across_frame_sizes_and_decodes_grey_as_rgb():
@@ -128,7 +158,7 @@ def test_a_batch_equals_its_examples_preprocessed_one_by_one(prepared):
             other = preprocessor.batch([preprocessor.plan(item, np.random.default_rng(8))
                                         for item in items])
             assert not np.array_equal(other["video"], batch["video"])
-        assert set(batch) == {"video", "audio", "text_ids", "text_mask"}
+        assert set(batch) == {"video", "video_crop", "audio", "text_ids", "text_mask"}
         for name, array in batch.items():
             np.testing.assert_array_equal(array, np.stack([e[name] for e in examples]))
 
@@ -198,7 +228,9 @@ def test_evaluation_sees_every_clip_and_caption_once(prepared):
     assert [int(b["valid"].sum()) for b in clips] == [4, 2]
     assert sorted(np.concatenate([b["clip_index"][b["valid"]] for b in clips])) == list(range(6))
     v = config.video
-    assert clips[0]["video"].shape == (4, v.num_frames, v.size, v.size, 3)
+    assert clips[0]["video"].shape == (4, v.num_frames, v.stored_short_side,
+                                       v.stored_short_side, 3)
+    assert (clips[0]["video_crop"] == [v.stored_short_side, 0]).all()  # centre, no flip
     again = next(iter(pipeline.evaluation_clips(config, split, batch_size=4)))
     np.testing.assert_array_equal(again["video"], clips[0]["video"])  # no randomness
 

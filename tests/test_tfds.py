@@ -181,7 +181,9 @@ def test_records_source_feeds_grain_and_the_preprocessor(built, name, modalities
     example = dataset[0]
     if "v" in modalities:
         v = config.video
-        assert example["video"].shape == (v.num_frames, v.size, v.size, 3)
+        canvas = v.stored_short_side  # the crop, resized on the device
+        assert example["video"].shape == (v.num_frames, canvas, canvas, 3)
+        assert example["video_crop"].shape == (2,)
     assert example["audio"].shape == (config.audio.frames, config.audio.bins)
     assert example["text_ids"].shape == example["text_mask"].shape == (config.text.max_len,)
 

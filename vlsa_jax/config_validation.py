@@ -434,6 +434,11 @@ def _check_divisibility(config) -> None:
         value, divisor = _lookup(config, path), _lookup(config, divisor_path)
         if value % divisor:
             raise ConfigError(path, f"{value} is not divisible by {divisor_path} = {divisor}")
+    # Frames are stored at even sizes (media._resized), so an odd short side would be
+    # stored one pixel off and overflow the pipeline's canvas of that side.
+    if config.video.stored_short_side % 2:
+        raise ConfigError("video.stored_short_side",
+                          f"{config.video.stored_short_side} is odd; frames are stored at even sizes")
 
 
 def _check_batch(config, num_devices: int) -> None:

@@ -25,6 +25,7 @@ from vlsa_jax.config_validation import ConfigError, validate_config
 from vlsa_jax.data import pipeline, records
 from vlsa_jax.eval_protocol import AUDIO, FUSED, TEXT, VIDEO
 from vlsa_jax.losses import l2_normalize
+from vlsa_jax.models.frames import VIDEO_CROP
 from vlsa_jax.models.vlsa import model_inputs
 
 @dataclasses.dataclass
@@ -80,7 +81,8 @@ class Embedder:
         clips = {}
         if set(modalities) & set("av"):
             rows, index = self._embed_all(
-                params, pipeline.evaluation_clips(config, split_dir, *args), [VIDEO, AUDIO])
+                params, pipeline.evaluation_clips(config, split_dir, *args),
+                [VIDEO, VIDEO_CROP, AUDIO])
             clips = {name: rows[name][np.argsort(index["clip_index"])] for name in rows}
             if VIDEO in clips and AUDIO in clips:
                 clips[FUSED] = fuse(clips[VIDEO], clips[AUDIO])

@@ -16,6 +16,7 @@ import ml_collections
 
 from vlsa_jax import losses, masking
 from vlsa_jax.models.embeddings import masked_mean, valid_or_ones
+from vlsa_jax.models.frames import VIDEO_CROP
 from vlsa_jax.models.vlsa import (
     AUDIO,
     TEXT,
@@ -171,7 +172,9 @@ def desynchronised_embeddings(model, batch, key, config) -> dict[str, jax.Array]
                                     math.floor(high * frames) + 1)
         altered[AUDIO] = jax.vmap(functools.partial(jnp.roll, axis=0))(audio, shifts)
     if config.gam.reversed_video_negatives:
-        altered[VIDEO] = batch["video"][:, ::-1]
+        altered[VIDEO] = batch[VIDEO][:, ::-1]
+        if VIDEO_CROP in batch:  # one crop for all of an example's frames
+            altered[VIDEO_CROP] = batch[VIDEO_CROP]
     inputs = model_inputs(altered, config)
     masked = (mask_modalities(model, inputs, None, mask_key, config)
               if config.gam.masked_inputs else None)

@@ -82,7 +82,7 @@ class Searcher:
             tok=None, timings=collections.defaultdict(float))
         example = pipeline.Preprocessor(self.config, letter, training=False)(
             records.encode_record(record))
-        return self._run({modality: example[modality][None]})[modality]
+        return self._run({name: array[None] for name, array in example.items()})[modality]
 
     def search(self, query: np.ndarray, split: str, target: str, top_k: int = 10) -> list[Hit]:
         """The `top_k` rows of `split`'s `target` embeddings closest to `query` (cosine)."""

@@ -2,26 +2,30 @@
 
     records -> shuffle(seed) -> repeat -> this process's shard -> decode the record and
     make its random choices (random_map, seeded per element) -> batch (drop remainder):
-    decode, crop and resize the frames into the batch's arrays -> worker processes
+    decode and crop the frames into the batch's arrays -> worker processes
 
-Every random choice comes from grain's per-element generator, so a pipeline restored
-from its saved state continues with exactly the batches it would have produced.
+The host decodes and crops; the crops travel in square canvases with their side and
+flip ('video_crop'), and the model resizes and mirrors them on the device
+(models.frames), where it costs a fraction of a percent of a step instead of a fifth
+of the host's time. Every random choice comes from grain's per-element generator, so
+a pipeline restored from its saved state continues with exactly the batches it would
+have produced.
 """
+import collections
 import dataclasses
 import pathlib
+import sys
+import threading
+from typing import Callable
 
-import cv2
 import grain
 import numpy as np
 import simplejpeg
 from array_record.python import array_record_module
 
 from vlsa_jax.data import media, records
+from vlsa_jax.models.frames import VIDEO_CROP
 from vlsa_jax.models.vlsa import AUDIO, VIDEO
-
-# One sample is one thread's work: grain's reader threads and worker processes are the
-# parallelism, and OpenCV's own thread pool would only compete with them for the cores.
-cv2.setNumThreads(1)
 
 
 def load_split(split_dir: str | pathlib.Path, config) -> list[str]:
@@ -121,27 +125,56 @@ def jpeg_size(data: bytes) -> tuple[int, int]:
     return height, width
 
 
-def decode_frames(jpegs, indices, size: int, box: tuple[int, int, int], flip: bool,
-                  out: np.ndarray | None = None, decoder: FrameDecoder | None = None
-                  ) -> np.ndarray:
-    """JPEG frames -> [T, size, size, 3] uint8 (into `out` if given): the square `box`
-    (left, top, side) of each, resized, and mirrored if `flip`.
-
-    OpenCV resizes (4x faster than Pillow). Bilinear interpolation reads every source
-    pixel up to a 2x shrink; beyond it, pixel-area averaging keeps the result from
-    aliasing (it is 5x slower at shrinks like 256 -> 224, the common case, so only
-    there). Flipping the small output in place is cheaper than resizing a flipped view.
-    """
-    out = np.empty((len(indices), size, size, 3), np.uint8) if out is None else out
+def crop_frames(jpegs, indices, box: tuple[int, int, int], out: np.ndarray,
+                decoder: FrameDecoder | None = None) -> np.ndarray:
+    """Decodes JPEG frames and copies the square `box` (left, top, side) of each into
+    the top-left corner of `out` [T, C, C, 3] uint8 (C >= side), zeroing the rest, so
+    that a batch depends on its examples alone, whichever buffer it reuses."""
     decoder = decoder or FrameDecoder()
     left, top, side = box
-    interpolation = cv2.INTER_AREA if side >= 2 * size else cv2.INTER_LINEAR
     for i, index in enumerate(indices):
-        crop = decoder(jpegs[index])[top:top + side, left:left + side]
-        cv2.resize(crop, (size, size), dst=out[i], interpolation=interpolation)
-        if flip:
-            cv2.flip(out[i], 1, dst=out[i])
+        out[i, :side, :side] = decoder(jpegs[index])[top:top + side, left:left + side]
+    out[:, side:] = 0
+    out[:, :side, side:] = 0
     return out
+
+
+class ReusedArrays:
+    """Batch arrays handed out again once nothing but this pool refers to them.
+
+    A batch at the paper's sizes is about 60 MB, which glibc maps afresh for every
+    batch and faults in page by page as it is written (≈ 0.3 ms a sample). An array
+    is reused only when the pool holds its sole reference, so a batch that is still
+    anywhere downstream (grain's read-ahead buffer, the training loop, a view of it,
+    a CPU jax array aliasing it) is never overwritten.
+    """
+
+    # The pool's dict, the loop variable and getrefcount's own argument.
+    _IDLE_REFERENCES = 3
+
+    def __init__(self, capacity: int):
+        self._capacity = capacity
+        self._pools = collections.defaultdict(list)  # batch size -> [{name: array}]
+        self._lock = threading.Lock()  # grain's reader threads share one Preprocessor
+
+    def get(self, size: int, make: Callable[[int], dict]) -> dict:
+        """A batch of `size` arrays: an idle one from the pool, else `make(size)`'s."""
+        with self._lock:
+            pool = self._pools[size]
+            for arrays in pool:
+                if all(sys.getrefcount(array) == self._IDLE_REFERENCES
+                       for array in arrays.values()):
+                    return dict(arrays)
+            arrays = make(size)
+            if len(pool) < self._capacity:
+                pool.append(arrays)
+            return dict(arrays)
+
+    def __getstate__(self):  # worker processes start with an empty pool
+        return {"capacity": self._capacity}
+
+    def __setstate__(self, state):
+        self.__init__(state["capacity"])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,12 +195,17 @@ class Preprocessor:
     `plan` decodes a record and makes its random choices, from grain's per-example
     generator; `batch` decodes and crops the planned frames straight into the batch's
     arrays, with one frame buffer: no per-example arrays to allocate and then copy.
+    Frames leave as 'video' [B, T, C, C, 3] uint8 canvases (C = video.stored_short_side,
+    which bounds every crop) with 'video_crop' [B, 2] int32 (side, flip).
     """
 
     def __init__(self, config, modalities: str, training: bool):
         self._video, self._audio, self._text = config.video, config.audio, config.text
         self._modalities = modalities
         self._training = training
+        # Batches alive at once: grain's read-ahead (2 per thread), one being built per
+        # thread, and the one or two the training loop holds.
+        self._arrays = ReusedArrays(3 * config.data.read_threads + 2)
 
     def __call__(self, data: bytes, rng: np.random.Generator | None = None) -> dict:
         """One record -> one example (the arrays of a batch of one, without its axis)."""
@@ -191,13 +229,14 @@ class Preprocessor:
 
     def batch(self, plans) -> dict:
         """Planned examples -> a batch: each array with a leading axis of len(plans)."""
-        arrays = self._empty_batch(len(plans))
+        arrays = self._arrays.get(len(plans), self._empty_batch)
         decoder = FrameDecoder()
         for row, plan in enumerate(plans):
             record = plan.record
             if VIDEO in arrays:
-                decode_frames(record.frames, plan.frame_indices, self._video.size,
-                              plan.crop_box, plan.flip, arrays[VIDEO][row], decoder)
+                crop_frames(record.frames, plan.frame_indices, plan.crop_box,
+                            arrays[VIDEO][row], decoder)
+                arrays[VIDEO_CROP][row] = plan.crop_box[2], plan.flip
             if AUDIO in arrays:
                 spectrogram = arrays[AUDIO][row]
                 np.subtract(record.spectrogram, self._audio.norm_mean, out=spectrogram,
@@ -212,9 +251,10 @@ class Preprocessor:
         video, audio, max_len = self._video, self._audio, self._text.max_len
         arrays = {}
         if "v" in self._modalities:
-            # uint8: the model normalises frames on the device (models.vlsa.normalize_frames).
-            arrays[VIDEO] = np.empty((size, video.num_frames, video.size, video.size, 3),
-                                     np.uint8)
+            # uint8: the model resizes and normalises frames on the device (models.frames).
+            canvas = video.stored_short_side
+            arrays[VIDEO] = np.empty((size, video.num_frames, canvas, canvas, 3), np.uint8)
+            arrays[VIDEO_CROP] = np.empty((size, 2), np.int32)
         if "a" in self._modalities:
             arrays[AUDIO] = np.empty((size, audio.frames, audio.bins), np.float32)
         if "t" in self._modalities:

@@ -19,6 +19,7 @@ from vlsa_jax.models.embeddings import (
     patchify_video,
     valid_or_ones,
 )
+from vlsa_jax.models.frames import VIDEO_CROP, normalize_frames, resize_crops
 from vlsa_jax.models.transformer import Stack, StackSpec, dense, layer_norm
 
 VIDEO, TEXT, AUDIO = "video", "text", "audio"
@@ -90,28 +91,25 @@ def patch_dims(config) -> dict[str, int]:
 def model_inputs(batch, config) -> dict[str, jax.Array]:
     """Batch arrays -> encoder inputs: video and audio patches, text ids.
 
-    batch: 'video' [B, T, H, W, 3] uint8 RGB, 'audio' [B, time, freq] float
-    (normalised), 'text_ids' [B, L] int (with 'text_mask' [B, L], 1 on real tokens);
-    a modality the batch lacks is simply absent. Frames travel as uint8 (4x less
-    host memory, worker traffic and host-to-device transfer) and are normalised
-    here, on the device.
+    batch: 'video' [B, T, H, W, 3] uint8 RGB at the model's size or, with 'video_crop'
+    [B, 2] (side, flip), the input pipeline's square canvases, whose crops are resized
+    here (models.frames); 'audio' [B, time, freq] float (normalised), 'text_ids'
+    [B, L] int (with 'text_mask' [B, L], 1 on real tokens); a modality the batch lacks
+    is simply absent. Frames travel as uint8 (4x less host memory, worker traffic and
+    host-to-device transfer) and are normalised here, on the device.
     """
     inputs = {}
     if VIDEO in batch:
-        inputs[VIDEO] = patchify_video(normalize_frames(batch[VIDEO], config.video),
+        frames = batch[VIDEO]
+        if VIDEO_CROP in batch:
+            frames = resize_crops(frames, batch[VIDEO_CROP], config.video.size)
+        inputs[VIDEO] = patchify_video(normalize_frames(frames, config.video),
                                        config.video.patch)
     if AUDIO in batch:
         inputs[AUDIO] = patchify_audio(batch[AUDIO], config.audio.patch)
     if "text_ids" in batch:
         inputs[TEXT] = batch["text_ids"]
     return inputs
-
-
-def normalize_frames(frames, video_config) -> jax.Array:
-    """uint8 RGB frames [..., 3] -> float32, standardised with the config's mean and std."""
-    mean = jnp.asarray(video_config.mean, jnp.float32) * 255
-    std = jnp.asarray(video_config.std, jnp.float32) * 255
-    return (frames.astype(jnp.float32) - mean) / std
 
 
 class DecoderInput(nnx.Module):
