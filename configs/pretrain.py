@@ -139,7 +139,8 @@ def get_config(arg=None):
     config.gam.masked_inputs = True  # unimodal passes see the MAE-masked inputs (cheaper)
     # Negatives that only synchrony tells apart (the paper has none). (low, high):
     # video->audio also ranks each clip's own audio rotated in time by a random fraction
-    # of its length in [low, high]; () leaves them out.
+    # of its length in [low, high] (its interior, cut where it is quiet: see
+    # objective.desynchronised_embeddings); () leaves them out.
     config.gam.shifted_audio_negatives = ()
     # audio->video also ranks each clip's own frames in reverse order.
     config.gam.reversed_video_negatives = False

@@ -17,7 +17,7 @@ from flax import nnx
 from vlsa_jax import config_lib
 from vlsa_jax.models.transformer import REMAT_POLICY_NAMES
 from vlsa_jax.models.vlsa import GROUPINGS, VLSA, abstract_model, model_inputs
-from vlsa_jax.objective import desynchronised_embeddings, pretraining_loss
+from vlsa_jax.objective import desynchronised_embeddings, pretraining_loss, quietest_rotation
 from vlsa_jax.param_count import PARTS, count_parameters
 
 _CONFIG_PATH = pathlib.Path(__file__).resolve().parents[1] / "configs" / "pretrain.py"
@@ -290,13 +290,35 @@ def test_desynchronised_clips_are_rotated_audio_and_reversed_video(tiny):
                 model.global_embeddings(model_inputs(batch, config)))
 
     desynced, plain = embed(params, batch)
-    _, expected = embed(params, {
-        "audio": np.roll(batch["audio"], config.audio.frames // 2, axis=1),
-        "video": batch["video"][:, ::-1]})
+    # The interior rotated by half its length; half a patch at either end stays put.
+    edge = config.audio.patch // 2
+    audio = batch["audio"].copy()
+    interior = audio[:, edge:-edge]
+    audio[:, edge:-edge] = np.roll(interior, interior.shape[1] // 2, axis=1)
+    _, expected = embed(params, {"audio": audio, "video": batch["video"][:, ::-1]})
     for modality in ("audio", "video"):
         np.testing.assert_allclose(desynced[modality], expected[modality], rtol=1e-5,
                                    atol=1e-5, err_msg=modality)
         assert np.abs(desynced[modality] - plain[modality]).max() > 1e-3, modality
+
+
+def test_the_quietest_rotation_is_chosen_as_a_loop_over_candidates_does():
+    rng = np.random.default_rng(0)
+    spectrogram = rng.normal(size=(6, 20, 4)).astype(np.float32)
+    spectrogram[0, 12:15] += 9  # a loud note: a cut near frame 13 goes through it
+    candidates = rng.integers(4, 17, (6, 5))
+    candidates[0] = [7, 7, 12, 6, 15]  # cuts at frames 13, 13, 8, 14, 5
+    margin = 2
+
+    def loop(clip, shifts):
+        loudness = clip.mean(axis=1)
+        cut = [max(loudness[(20 - shift + d) % 20] for d in range(-margin, margin))
+               for shift in shifts]
+        return shifts[int(np.argmin(cut))]
+
+    chosen = np.asarray(quietest_rotation(spectrogram, candidates, margin))
+    np.testing.assert_array_equal(chosen, [loop(c, k) for c, k in zip(spectrogram, candidates)])
+    assert chosen[0] in (12, 15)  # the cuts clear of the note
 
 
 @pytest.mark.parametrize("overrides, negatives", [

@@ -156,8 +156,12 @@ def global_embeddings(model, sources, joint, config) -> dict[str, jax.Array]:
 def desynchronised_embeddings(model, batch, key, config) -> dict[str, jax.Array]:
     """Global embeddings [B, D] of each clip made out of step with itself, by modality.
 
-    'audio' (when `gam.shifted_audio_negatives` = (low, high)): the spectrogram rotated
-    in time by a random whole number of frames, a fraction in [low, high] of its length.
+    'audio' (when `gam.shifted_audio_negatives` = (low, high)): the spectrogram's interior
+    rotated in time by a whole number of frames, a fraction in [low, high] of its length:
+    of `ROTATION_CANDIDATES` random ones, the one whose cut is quietest
+    (`quietest_rotation`). The first and last half patch stay in place: a clip's edge
+    frames differ from the rest (the window's zero padding, the STFT's edge), and moved
+    inside the clip they would give the negative away without any synchrony.
     'video' (when `gam.reversed_video_negatives`): the frames in reverse order. Each keeps
     its content and loses its synchrony with the other modality, and is embedded as the
     global loss embeds that modality (alone, MAE-masked when `gam.masked_inputs`).
@@ -167,10 +171,16 @@ def desynchronised_embeddings(model, batch, key, config) -> dict[str, jax.Array]
     if config.gam.shifted_audio_negatives:
         audio = batch["audio"]
         low, high = config.gam.shifted_audio_negatives
-        frames = audio.shape[1]
-        shifts = jax.random.randint(shift_key, audio.shape[:1], math.ceil(low * frames),
-                                    math.floor(high * frames) + 1)
-        altered[AUDIO] = jax.vmap(functools.partial(jnp.roll, axis=0))(audio, shifts)
+        edge = max(config.audio.patch // 2, 1)
+        interior = audio[:, edge:audio.shape[1] - edge]
+        frames = interior.shape[1]
+        candidates = jax.random.randint(
+            shift_key, (audio.shape[0], ROTATION_CANDIDATES), math.ceil(low * frames),
+            math.floor(high * frames) + 1)
+        shifts = quietest_rotation(interior, candidates, edge)
+        rotated = jax.vmap(functools.partial(jnp.roll, axis=0))(interior, shifts)
+        altered[AUDIO] = jnp.concatenate(
+            [audio[:, :edge], rotated, audio[:, audio.shape[1] - edge:]], axis=1)
     if config.gam.reversed_video_negatives:
         altered[VIDEO] = batch[VIDEO][:, ::-1]
         if VIDEO_CROP in batch:  # one crop for all of an example's frames
@@ -180,6 +190,29 @@ def desynchronised_embeddings(model, batch, key, config) -> dict[str, jax.Array]
               if config.gam.masked_inputs else None)
     sources = _global_sources(model, masked, inputs, None, config)
     return global_embeddings(model, sources, None, config)
+
+
+# Rotations drawn per clip for `quietest_rotation` to choose from.
+ROTATION_CANDIDATES = 8
+
+
+def quietest_rotation(spectrogram, candidates, margin: int) -> jax.Array:
+    """Of each clip's candidate rotations [B, K] (frames), the one whose cut is quietest.
+
+    Rotating by s moves frame F - s to the front: the rotated clip begins and ends at
+    that cut. A cut through a sound would start or end the clip mid-sound, which whole
+    clips seldom do, and would give the negative away without any synchrony. Loudness
+    is the mean over frequency of the (log) spectrogram [B, F, bins]; a cut's loudness
+    is the loudest frame within `margin` frames either side of it.
+    """
+    frames = spectrogram.shape[1]
+    loudness = spectrogram.mean(axis=2)  # [B, F]
+    offsets = jnp.arange(-margin, margin)
+    around_cut = (frames - candidates[..., None] + offsets) % frames  # [B, K, 2 * margin]
+    cut_loudness = jnp.take_along_axis(
+        loudness[:, None, :], around_cut, axis=2).max(axis=2)  # [B, K]
+    best = jnp.argmin(cut_loudness, axis=1)
+    return jnp.take_along_axis(candidates, best[:, None], axis=1)[:, 0]
 
 
 def matching_partners(key, anchor, other, negatives: str, temperature):
