@@ -208,6 +208,22 @@ def test_training_on_records_resumes_exactly(prepared, tmp_path):
                  jax.device_get(resumed["params"]), jax.device_get(uninterrupted["params"]))
 
 
+def test_reader_threads_sharing_reused_arrays_feed_the_same_batches(prepared):
+    config, _, _ = prepared
+    config = config.copy_and_resolve_references()
+    config.train.batch_size = 2
+    batches = {}
+    for threads in (1, 4):
+        config.data.read_threads = threads
+        iterator = iter(pipeline.training_dataset(config))
+        # Copies: the consumer lets each batch go, so its arrays are reused.
+        batches[threads] = [{k: v.copy() for k, v in next(iterator).items()}
+                            for _ in range(12)]
+    for one, many in zip(batches[1], batches[4]):
+        for name in one:
+            np.testing.assert_array_equal(many[name], one[name])
+
+
 def test_worker_processes_feed_the_same_batches(prepared):
     config, _, _ = prepared
     config = config.copy_and_resolve_references()
