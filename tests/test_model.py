@@ -286,7 +286,8 @@ def test_desynchronised_clips_are_rotated_audio_and_reversed_video(tiny):
     @functools.partial(jax.jit, compiler_options=_QUICK_COMPILE)
     def embed(params, batch):
         model = nnx.merge(graphdef, params, rest)
-        return (desynchronised_embeddings(model, batch, jax.random.key(0), config),
+        return (desynchronised_embeddings(model, batch, model_inputs(batch, config),
+                                          jax.random.key(0), config),
                 model.global_embeddings(model_inputs(batch, config)))
 
     desynced, plain = embed(params, batch)

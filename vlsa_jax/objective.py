@@ -10,13 +10,13 @@ import functools
 import math
 from typing import NamedTuple
 
+import einops
 import jax
 import jax.numpy as jnp
 import ml_collections
 
 from vlsa_jax import losses, masking
 from vlsa_jax.models.embeddings import masked_mean, valid_or_ones
-from vlsa_jax.models.frames import VIDEO_CROP
 from vlsa_jax.models.vlsa import (
     AUDIO,
     TEXT,
@@ -72,7 +72,7 @@ def pretraining_loss(model: VLSA, batch, key, config: ml_collections.ConfigDict)
         embeddings = global_embeddings(model, sources, joint, config)
         desynced = {}
         if (AUDIO, VIDEO) in pairs:
-            desynced = desynchronised_embeddings(model, batch, desync_key, config)
+            desynced = desynchronised_embeddings(model, batch, inputs, desync_key, config)
         temperature = model.temperature()
         for pair, k in zip(pairs, jax.random.split(match_key, len(pairs))):
             terms = pair_losses(model, pair, embeddings, sources, temperature, k, config,
@@ -153,8 +153,12 @@ def global_embeddings(model, sources, joint, config) -> dict[str, jax.Array]:
     return {m: masked_mean(encoded[m], sources[m][1]) for m in encoded}
 
 
-def desynchronised_embeddings(model, batch, key, config) -> dict[str, jax.Array]:
+def desynchronised_embeddings(model, batch, inputs, key, config) -> dict[str, jax.Array]:
     """Global embeddings [B, D] of each clip made out of step with itself, by modality.
+
+    `inputs` are the batch's own encoder inputs (`model_inputs`), whose video patches
+    are reversed as they are: resizing and patching the frames again would only repeat
+    that work.
 
     'audio' (when `gam.shifted_audio_negatives` = (low, high)): the spectrogram's interior
     rotated in time by a whole number of frames, a fraction in [low, high] of its length:
@@ -181,14 +185,16 @@ def desynchronised_embeddings(model, batch, key, config) -> dict[str, jax.Array]
         rotated = jax.vmap(functools.partial(jnp.roll, axis=0))(interior, shifts)
         altered[AUDIO] = jnp.concatenate(
             [audio[:, :edge], rotated, audio[:, audio.shape[1] - edge:]], axis=1)
+    altered = model_inputs(altered, config)
     if config.gam.reversed_video_negatives:
-        altered[VIDEO] = batch[VIDEO][:, ::-1]
-        if VIDEO_CROP in batch:  # one crop for all of an example's frames
-            altered[VIDEO_CROP] = batch[VIDEO_CROP]
-    inputs = model_inputs(altered, config)
-    masked = (mask_modalities(model, inputs, None, mask_key, config)
+        # Patches are frame-major (embeddings.patchify_video): reverse the frame axis.
+        altered[VIDEO] = einops.rearrange(
+            einops.rearrange(inputs[VIDEO], "b (t n) d -> b t n d",
+                             t=config.video.num_frames)[:, ::-1],
+            "b t n d -> b (t n) d")
+    masked = (mask_modalities(model, altered, None, mask_key, config)
               if config.gam.masked_inputs else None)
-    sources = _global_sources(model, masked, inputs, None, config)
+    sources = _global_sources(model, masked, altered, None, config)
     return global_embeddings(model, sources, None, config)
 
 
