@@ -40,6 +40,9 @@ def get_config(arg=None):
         num_train=arg.clips, num_test=arg.test_clips, num_sync_hard=arg.sync_clips,
         seconds=2.0, fps=8, frame_size=64, sample_rate=16_000,
         workers=2,  # processes generating and preparing the corpus
+        # The sweep every N steps (about 2 s each; 0: only at the end), so that the
+        # curves show retrieval being learnt; eval.every_steps once the splits exist.
+        eval_every_steps=100,
         pictures=True)
 
     m = config.model

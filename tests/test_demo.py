@@ -19,6 +19,7 @@ def test_demo_config_is_valid_and_sized_for_a_cpu():
     validate_config(config, 1)
     assert config.train.num_steps == 800 and config.demo.num_train == 512
     assert config.gam.reversed_video_negatives
+    assert config.demo.eval_every_steps == 100 and not config.eval.every_steps
     quick = load_config("demo.py", "quick=true")
     validate_config(quick, 1)
     assert quick.train.num_steps == 200 and quick.demo.num_test == 32
@@ -29,6 +30,7 @@ def test_demo_config_is_valid_and_sized_for_a_cpu():
 def test_demo_runs_every_stage_and_reuses_them(tmp_path, capsys):
     config = load_config("demo.py", _SMALLEST)
     config.demo.workers = 1
+    config.demo.eval_every_steps = 1
     workdir = tmp_path / "demo"
     results = demo.run(config, str(workdir))
     out = capsys.readouterr().out
@@ -44,6 +46,9 @@ def test_demo_runs_every_stage_and_reuses_them(tmp_path, capsys):
     assert np.load(workdir / "export" / "test_video.npy", allow_pickle=False).shape[0] == 8
     for picture in ("training_curves", "reconstructions", "tsne"):
         assert (workdir / "pictures" / f"{picture}.png").stat().st_size > 1000
+    # The sweep ran during training too, so the curves show R@1 over the steps.
+    logged = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
+    assert {line["step"] for line in logged if "eval/test/t2v/R@1" in line} == {1, 2}
     summary = json.loads((workdir / "demo_summary.json").read_text())
     assert 0 <= summary["synchrony"]["twin_accuracy"] <= 100
     assert summary["synchrony"]["timing_blind_r1"] == pytest.approx(

@@ -38,14 +38,20 @@ def test_curves_skip_missing_terms_and_plot_recall(tmp_path):
         # A resumed run logs step 30 again: the later line is the run that went on.
         {"step": 30, "loss": 99.0},
         {"step": 30, "loss": 7.5, "local/video": 0.8},
-        {"step": 40, "eval/test/t2v/R@1": 25.0},
+        {"step": 40, "eval/test/t2v/R@1": 25.0, "eval/test/t2v/num_gallery": 64.0,
+         "eval/test/v2a/R@1": 6.0, "eval/test/v2a/num_gallery": 64.0,
+         "eval/sync_hard/v2a/R@1": 3.0},
     ])
     series = pictures.read_metrics(metrics)
     assert series["loss"] == {10: 9.0, 20: 8.0, 30: 7.5}
     assert series["local/video"] == {10: 1.0, 30: 0.8}
     assert series["eval/test/t2v/R@1"] == {20: 12.5, 40: 25.0}
-    path = pictures.draw_training_curves(metrics, tmp_path / "curves.png")
-    assert_picture(path)
+    # The retrieval panel: the first split's directions, without the dual-softmax rows.
+    assert pictures.retrieval_keys(series, "test") == ["eval/test/t2v/R@1", "eval/test/v2a/R@1"]
+    assert pictures.retrieval_keys(series, None) == [
+        "eval/test/t2v/R@1", "eval/test/v2a/R@1", "eval/sync_hard/v2a/R@1"]
+    for split in ("test", None):
+        assert_picture(pictures.draw_training_curves(metrics, tmp_path / "curves.png", split))
 
 
 def test_without_lpmm_reconstructions_are_left_out_and_exports_are_read(trained_run, tmp_path):
@@ -81,3 +87,18 @@ def test_pairs_are_a_clip_with_its_own_caption_and_with_another_clips():
     assert len(clips) == len(set(clips)) == 3
     np.testing.assert_array_equal(text_clip[matching], clips)
     assert np.all(text_clip[non_matching] != clips)
+
+
+def test_the_retrieval_panel_marks_ten_times_chance_for_one_gallery_size():
+    import matplotlib.pyplot as plt
+
+    keys = ["eval/test/t2v/R@1", "eval/test/v2a/R@1"]
+    series = {"eval/test/t2v/num_gallery": {40: 64.0}, "eval/test/v2a/num_gallery": {40: 64.0}}
+    fig, ax = plt.subplots()
+    pictures.draw_chance_multiple(ax, series, keys)
+    assert [line.get_ydata()[0] for line in ax.lines] == [10 * 100 / 64]
+    # Galleries of two sizes have no one chance level: no line.
+    fig, ax = plt.subplots()
+    pictures.draw_chance_multiple(ax, series | {"eval/test/v2a/num_gallery": {40: 128.0}}, keys)
+    assert not ax.lines
+    plt.close("all")

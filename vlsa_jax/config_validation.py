@@ -133,6 +133,7 @@ _OPTIONAL_FIELD_TYPES: dict[str, dict[str, Any]] = {
         "demo.frame_size": int,
         "demo.sample_rate": int,
         "demo.workers": int,
+        "demo.eval_every_steps": int,
         "demo.pictures": bool,
     },
 }

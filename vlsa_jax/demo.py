@@ -45,7 +45,8 @@ def prepare_corpus(config, directory: pathlib.Path) -> pathlib.Path:
 
 
 def configure(config, records_dir: pathlib.Path) -> None:
-    """Points the config at the prepared splits; normalises audio with the train statistics."""
+    """Points the config at the prepared splits (evaluated every `demo.eval_every_steps`
+    during training); normalises audio with the train statistics."""
     train_manifest = records.Manifest.load(records_dir / "train")
     config.data.train_split = str(records_dir / "train")
     shifted = records_dir / synthetic.SHIFTED_SPLIT
@@ -53,6 +54,7 @@ def configure(config, records_dir: pathlib.Path) -> None:
     # their own too, so that their embeddings are exported for the synchrony test.
     config.eval.splits = (f"{records_dir / 'test'},{records_dir / 'sync_hard'}+{shifted}:a,"
                           f"{shifted}")
+    config.eval.every_steps = config.demo.eval_every_steps
     config.audio.norm_mean = train_manifest.spectrogram_stats["mean"]
     config.audio.norm_std = train_manifest.spectrogram_stats["std"]
 

@@ -1,6 +1,6 @@
 """Pictures of a run, written to `workdir/pictures/`: `draw_all(config, workdir)`.
 
-training_curves.png  every loss term (and retrieval R@1) over the steps of metrics.jsonl
+training_curves.png  every loss term, and R@1 on the first eval split, over the steps
 reconstructions.png  masked input / decoder output / target of a few clips (LPMM runs)
 tsne.png             t-SNE of video and text embeddings, matching vs non-matching pairs
                      (the paper's Fig. 5)
@@ -39,12 +39,13 @@ MAX_PAIRS = 100  # matching pairs in tsne.png, and as many non-matching ones
 MASKED_GREY = 0.5
 
 # (panel title, y label, which metrics.jsonl keys it plots)
-CURVE_PANELS = (
+LOSS_PANELS = (
     ("total loss", "loss", re.compile(r"loss(/local|/global)?")),
     ("local terms (LPMM)", "loss", re.compile(r"local/.+")),
     ("global terms (GAM)", "loss", re.compile(r"global/.+/(nce|match)")),
-    ("retrieval", "R@1 (%)", re.compile(r"eval/.+/R@1")),
 )
+# The retrieval panel's reference line: the demo's bar for learning.
+CHANCE_MULTIPLE = 10
 
 
 def draw_all(config, workdir) -> list[pathlib.Path]:
@@ -57,13 +58,14 @@ def draw_all(config, workdir) -> list[pathlib.Path]:
     out = workdir / "pictures"
     out.mkdir(parents=True, exist_ok=True)
     written = []
+    specs = eval_protocol.parse_split_specs(config.eval.splits)
     metrics_file = workdir / "metrics.jsonl"
     if metrics_file.exists():
-        written.append(draw_training_curves(metrics_file, out / "training_curves.png"))
+        written.append(draw_training_curves(metrics_file, out / "training_curves.png",
+                                            specs[0].name if specs else None))
     else:
         logging.info("no training_curves.png: %s does not exist", metrics_file)
 
-    specs = eval_protocol.parse_split_specs(config.eval.splits)
     if not specs:
         logging.info("no reconstructions.png or tsne.png: config.eval.splits is empty")
         return written
@@ -103,11 +105,25 @@ def read_metrics(path: pathlib.Path) -> dict[str, dict[int, float]]:
     return series
 
 
-def draw_training_curves(metrics_file: pathlib.Path, path: pathlib.Path) -> pathlib.Path:
-    """One panel per group of CURVE_PANELS that has a key in the file."""
+def retrieval_keys(series, split: str | None) -> list[str]:
+    """The R@1 series of `split` (every split when None), one per direction, in the
+    order the sweep logs them; the dual-softmax rows are left out: they re-rank the
+    same embeddings."""
+    split_pattern = re.escape(split) if split else r"[^/]+"
+    pattern = re.compile(rf"eval/{split_pattern}/[^/]+/R@1")
+    return [k for k in series if pattern.fullmatch(k)]
+
+
+def draw_training_curves(metrics_file: pathlib.Path, path: pathlib.Path,
+                         split: str | None = None) -> pathlib.Path:
+    """One panel per group of LOSS_PANELS that has a key in the file, and one of
+    retrieval R@1 on `split` (the run's first eval split) over the steps it was
+    evaluated at, with CHANCE_MULTIPLE x chance drawn where the gallery size is logged."""
     series = read_metrics(metrics_file)
     panels = [(title, ylabel, sorted(k for k in series if pattern.fullmatch(k)))
-              for title, ylabel, pattern in CURVE_PANELS]
+              for title, ylabel, pattern in LOSS_PANELS]
+    panels.append((f"retrieval on {split}" if split else "retrieval", "R@1 (%)",
+                   retrieval_keys(series, split)))
     panels = [p for p in panels if p[2]]
     columns = min(len(panels), 2) or 1
     rows = max(math.ceil(len(panels) / columns), 1)
@@ -116,19 +132,32 @@ def draw_training_curves(metrics_file: pathlib.Path, path: pathlib.Path) -> path
     for ax, (title, ylabel, names) in zip(axes.flat, panels):
         for name in names:
             steps = sorted(series[name])
+            label = name.removeprefix("eval/").removesuffix("/R@1")
             # Markers: a term logged once is still a visible point.
             ax.plot(steps, [series[name][s] for s in steps], ".-", markersize=4,
-                    label=name.removeprefix("eval/").removesuffix("/R@1"))
+                    label=label.removeprefix(f"{split}/") if split else label)
+        if split:
+            draw_chance_multiple(ax, series, names)
         ax.set(title=title, xlabel="step", ylabel=ylabel)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
+        ax.legend(fontsize="small", ncols=2 if len(names) > 6 else 1)
     for ax in axes.flat[len(panels):]:
         ax.set_axis_off()
     if not panels:
         axes[0, 0].text(0.5, 0.5, f"no loss terms in {metrics_file.name}", ha="center")
     fig.suptitle(f"training curves ({metrics_file.name})")
     return _save(fig, path)
+
+
+def draw_chance_multiple(ax, series, recall_keys) -> None:
+    """A dashed line at CHANCE_MULTIPLE x chance R@1 (100 / gallery size), when every
+    direction of the panel has one gallery size, as the demo's splits do."""
+    galleries = {value for key in recall_keys
+                 for value in series.get(key.removesuffix("R@1") + "num_gallery", {}).values()}
+    if len(galleries) == 1:
+        ax.axhline(CHANCE_MULTIPLE * 100 / galleries.pop(), color="grey", linestyle="--",
+                   linewidth=1, label=f"{CHANCE_MULTIPLE}x chance")
 
 
 # ----------------------------------------------------------------------------------
