@@ -50,6 +50,10 @@ def test_demo_runs_every_stage_and_reuses_them(tmp_path, capsys):
     logged = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
     assert {line["step"] for line in logged if "eval/test/t2v/R@1" in line} == {1, 2}
     summary = json.loads((workdir / "demo_summary.json").read_text())
+    assert "linear probe" in out
+    assert set(summary["probe"]) == {"video", "audio", "majority"}
+    for modality in ("video", "audio"):
+        assert set(summary["probe"][modality]) == set(demo.PROBED_ATTRIBUTES)
     assert 0 <= summary["synchrony"]["twin_accuracy"] <= 100
     assert summary["synchrony"]["timing_blind_r1"] == pytest.approx(
         summary["synchrony"]["v2a_r1_without_copies"] / 2)

@@ -13,13 +13,17 @@ import jax
 import numpy as np
 from absl import logging
 
-from vlsa_jax import evaluate, export, metrics, train
+from vlsa_jax import evaluate, export, metrics, probe, train
 from vlsa_jax.data import prepare, records, synthetic
 
 # The records' splits: (annotation file stem, split key). The shifted sync_hard copies
 # are their own split: the originals' audio distractors.
 _SPLITS = (("train", "train"), ("test", "test"), ("sync_hard", "sync_hard"),
            ("sync_hard", synthetic.SHIFTED_SPLIT))
+# What video and audio share in SyncShapes (the shape sets the timbre, the colour the
+# pitch, each bounce sounds a note), probed in their test embeddings.
+PROBED_ATTRIBUTES = ("shape", "colour", "bounces")
+CORPUS = "sync_shapes"  # the corpus's directory under demo.data_dir
 
 
 def corpus_options(demo) -> synthetic.SyncShapesOptions:
@@ -31,7 +35,7 @@ def corpus_options(demo) -> synthetic.SyncShapesOptions:
 
 def prepare_corpus(config, directory: pathlib.Path) -> pathlib.Path:
     """Generates SyncShapes and prepares its splits (each step skipped if already done)."""
-    corpus = directory / "sync_shapes"
+    corpus = directory / CORPUS
     synthetic.generate(corpus, corpus_options(config.demo), num_workers=config.demo.workers)
     output = directory / "records"
     for stem, split in _SPLITS:
@@ -92,7 +96,21 @@ def synchrony_test(export_dir: pathlib.Path) -> dict[str, float]:
             "timing_blind_r1": alone * synthetic.TIMING_BLIND_V2A_R1}
 
 
-def summary(results, sync, seconds: dict[str, float], workdir: pathlib.Path) -> str:
+def attribute_probe(export_dir: pathlib.Path, corpus_dir: pathlib.Path,
+                    split: str = "test") -> dict[str, dict[str, float]]:
+    """How well each of PROBED_ATTRIBUTES can be read from the exported video and
+    audio embeddings of `split` (probe.probe_attributes)."""
+    clips = json.loads((export_dir / f"{split}_ids.json").read_text())["clips"]
+    rows = (json.loads(line) for line in (corpus_dir / f"{split}.jsonl").read_text().splitlines())
+    attributes = {row["id"]: row["attributes"] for row in rows}
+    embeddings = {m: np.load(export_dir / f"{split}_{m}.npy", allow_pickle=False)
+                  for m in ("video", "audio")}
+    return probe.probe_attributes(
+        embeddings, {name: [attributes[clip][name] for clip in clips]
+                     for name in PROBED_ATTRIBUTES})
+
+
+def summary(results, sync, probed, seconds: dict[str, float], workdir: pathlib.Path) -> str:
     lines = ["", evaluate.format_table(results), ""]
     for split, scores in results.items():
         ratios = ", ".join(f"{d} {scores[f'{d}/R@1'] / chance:.1f}x"
@@ -103,6 +121,12 @@ def summary(results, sync, seconds: dict[str, float], workdir: pathlib.Path) -> 
         f"in the gallery; a model blind to timing reaches at most {sync['timing_blind_r1']:.1f} "
         f"(half of v2a R@1 {sync['v2a_r1_without_copies']:.1f} without them). Own audio "
         f"above its shifted copy: {sync['twin_accuracy']:.1f}% of videos (blind: 50%).")
+    lines.append(f"What the test embeddings carry ({probe.FOLDS}-fold linear probe, accuracy %; "
+                 "always guessing the commonest value in brackets):")
+    for modality in ("video", "audio"):
+        lines.append(f"  {modality}: " + ", ".join(
+            f"{name} {100 * probed[modality][name]:.0f} ({100 * probed['majority'][name]:.0f})"
+            for name in PROBED_ATTRIBUTES))
     lines.append("time: " + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items()))
     lines.append(f"written under {workdir}: checkpoints/, eval/<split>/metrics.json, "
                  "export/, pictures/, metrics.jsonl, tensorboard/")
@@ -138,9 +162,10 @@ def run(config, workdir: str) -> dict[str, dict[str, float]]:
         seconds["pictures"] = time.perf_counter() - start
     if jax.process_index() == 0:
         sync = synchrony_test(workdir / "export")
-        print(summary(results, sync, seconds, workdir))
+        probed = attribute_probe(workdir / "export", records_dir.parent / CORPUS)
+        print(summary(results, sync, probed, seconds, workdir))
         (workdir / "demo_summary.json").write_text(json.dumps(
-            {"results": results, "synchrony": sync, "seconds": seconds,
+            {"results": results, "synchrony": sync, "probe": probed, "seconds": seconds,
              "corpus": dataclasses.asdict(corpus_options(config.demo))}, indent=2))
     logging.info("demo done")
     return results
