@@ -119,6 +119,41 @@ def test_first_frame_shows_the_shape_in_its_colour_at_its_start():
     assert frame.reshape(-1, 3).max(axis=1).min() < 60  # the background is dark
 
 
+def test_the_struck_wall_glows_around_each_bounce():
+    specs = [s for s in synthetic.sample_split("train", OPTIONS) if s.bounce_times][:20]
+    size, fps = OPTIONS.size, OPTIONS.fps
+    times = np.arange(round(OPTIONS.seconds * fps)) / fps
+    width = round(size / 16)
+    for spec in specs:
+        glow = synthetic.wall_glow(spec, times, size)
+        frames = synthetic.render_frames(spec, OPTIONS).astype(np.float32)
+        (x_low, x_high), (y_low, y_high) = synthetic.walls(spec.shape, spec.radius, size)
+        expected = np.zeros_like(glow)
+        for bounce, (x, y) in zip(spec.bounce_times,
+                                  synthetic.trajectory(spec, np.array(spec.bounce_times), size)):
+            gaps = {"left": x - x_low, "right": x_high - x, "top": y - y_low,
+                    "bottom": y_high - y}
+            strip = np.zeros((size, size), bool)
+            wall = min(gaps, key=gaps.get)
+            rows_or_columns = {"left": np.s_[:, :width], "right": np.s_[:, size - width:],
+                               "top": np.s_[:width, :], "bottom": np.s_[size - width:, :]}
+            strip[rows_or_columns[wall]] = True
+            distance = np.abs(times - bounce)
+            strength = np.where(distance < 0.1875, 1 - distance / 0.1875, 0)
+            expected = np.maximum(expected, strength[:, None, None] * strip)
+        np.testing.assert_allclose(glow, expected, atol=1e-6)
+        # In the picture: the frame nearest a bounce is bright along the struck wall
+        # where the shape is not; a frame with no glow is dark at every wall.
+        lit = np.argmin(np.abs(times - spec.bounce_times[0]))
+        bright = glow[lit] > 0.5
+        assert frames[lit][bright].mean() > 120
+        dark = np.flatnonzero(glow.max(axis=(1, 2)) == 0)
+        border = np.ones((size, size), bool)
+        border[width:size - width, width:size - width] = False
+        for i in dark:
+            assert np.median(frames[i][border]) < 60
+
+
 def test_notes_start_at_the_bounces(corpus):
     directory, annotations = corpus
     for split in ("train", "val", "test"):
@@ -181,6 +216,13 @@ def test_rerun_reuses_finished_splits_and_refuses_other_options(tmp_path):
                if path != annotations["val"])
     with pytest.raises(ValueError, match="other output directory"):
         synthetic.generate(tmp_path, dataclasses.replace(options, seed=5))
+    # A corpus of an earlier version, rendered otherwise, is refused too.
+    recorded = json.loads((tmp_path / synthetic.OPTIONS_FILE).read_text())
+    assert recorded["version"] == synthetic.CORPUS_VERSION
+    del recorded["version"]
+    (tmp_path / synthetic.OPTIONS_FILE).write_text(json.dumps(recorded))
+    with pytest.raises(ValueError, match="other output directory"):
+        synthetic.generate(tmp_path, options)
 
 
 def test_invalid_options_are_refused():

@@ -5,8 +5,9 @@ r"""SyncShapes: a synthetic video-audio-text corpus whose sounds are synchronise
         --media_dir=data/sync_shapes --output_dir=data/sync_shapes_records --split=train
 
 Each clip is an mp4 file (H.264 video, mono AAC audio): a coloured shape crosses a dark,
-faintly textured background and bounces off the walls. Every wall contact sounds a short
-note over faint noise, starting at the contact's time: the shape sets the timbre (circle:
+faintly textured background and bounces off the walls. Every wall contact lights the
+struck wall for 0.375 s around it, brightest at the contact, and sounds a short note over
+faint noise, starting at the contact's time: the shape sets the timbre (circle:
 sine, square: square wave, triangle: sawtooth, diamond: triangle wave, star: bell-like
 partials) and the colour the pitch. The caption names the size, colour, shape, speed,
 direction, starting region, number of bounces and the sound, in one of several templates
@@ -20,7 +21,7 @@ the encoded bytes depend on the FFmpeg build.
 
 Layout of output_dir (the media_dir to give the preparation):
 
-    sync_shapes.json          the options the corpus was generated with
+    sync_shapes.json          the options the corpus was generated with, and its version
     media/<split>/<id>.mp4
     <split>.jsonl             the generic adapter's JSON Lines, written last
 
@@ -78,6 +79,9 @@ SHIFTED_SUFFIX = "_shifted"
 # Expected video->audio R@1 on sync_hard of a model blind to timing (see the docstring).
 TIMING_BLIND_V2A_R1 = 0.5
 OPTIONS_FILE = "sync_shapes.json"
+# Recorded with the options: a corpus rendered otherwise (version 1: no wall glow) is
+# refused rather than mixed with this one.
+CORPUS_VERSION = 2
 MAX_BOUNCES = 4
 # sync_hard's clips bounce once or twice: the notes of three bounces, rotated, cannot all
 # keep clear of both the bounces and the clip's edges.
@@ -105,6 +109,16 @@ _SHIFT_ATTEMPTS = 50
 # faint static texture.
 _BACKGROUND_LEVELS = (20.0, 50.0)
 _TEXTURE_STD = 3.0
+# A struck wall glows: a strip along it lights up around the contact, brightest at the
+# contact's time and dark _GLOW_S / 2 before and after it, so that every bounce shows in
+# one frame of any eight sampled from the sixteen (one per two-frame segment), its
+# brightness telling how near. A change of direction alone shows a bounce only across
+# frames, which the demo's two-layer model did not learn to see. Symmetric in time, the
+# glow looks the same played backwards: frames in reverse order (the demo's
+# gam.reversed_video_negatives) differ from the clip in when the walls light, not how.
+_GLOW_S = 0.375
+_GLOW_WIDTH = 1 / 16  # of the side
+_GLOW_LEVEL = 230.0
 # Angular resolution of the shapes' outlines.
 _OUTLINE_BINS = 1024
 # The direction of motion is within this many degrees of its word's compass direction,
@@ -322,10 +336,10 @@ def generate(output_dir, options: SyncShapesOptions = SyncShapesOptions(),
 
 
 def _claim_directory(root: pathlib.Path, options: SyncShapesOptions) -> None:
-    """Records the options in root, or checks them against those recorded there: reusing
-    the splits of other options would mix two corpora."""
+    """Records the options (and CORPUS_VERSION) in root, or checks them against those
+    recorded there: reusing the splits of other options would mix two corpora."""
     path = root / OPTIONS_FILE
-    wanted = dataclasses.asdict(options)
+    wanted = {"version": CORPUS_VERSION} | dataclasses.asdict(options)
     if path.exists():
         recorded = json.loads(path.read_text())
         if recorded != wanted:
@@ -559,10 +573,39 @@ def render_frames(spec: ClipSpec, options: SyncShapesOptions) -> np.ndarray:
     bins = np.minimum((angle * (len(outline) / (2 * np.pi))).astype(np.intp), len(outline) - 1)
     # The fraction of a pixel the shape covers, ramped over one pixel at its edge.
     coverage = np.clip(outline[bins] * spec.radius - np.hypot(dx, dy) + 0.5, 0, 1)[..., None]
+    glow = wall_glow(spec, times, options.size)[..., None]  # [T, H, W, 1]
     background = _background(spec, options.size)
+    background = background + glow * (_GLOW_LEVEL - background)  # under the shape
     colour = np.array(COLOURS[spec.colour].rgb, np.float32)
     frames = background + coverage * (colour - background)
     return np.clip(np.round(frames), 0, 255).astype(np.uint8)
+
+
+def wall_glow(spec: ClipSpec, times: np.ndarray, size: int) -> np.ndarray:
+    """[len(times), size, size] float32 in [0, 1]: how brightly each pixel's wall glows.
+
+    A contact at time b lights the strip along the wall touched, 1 - |t - b| / (_GLOW_S / 2)
+    at times t within _GLOW_S / 2 of b, 0 otherwise; overlapping glows take the brighter.
+    """
+    times = np.asarray(times, np.float64)
+    glow = np.zeros((len(times), size, size), np.float32)
+    if not spec.bounce_times:
+        return glow
+    width = max(1, round(_GLOW_WIDTH * size))
+    pixels = np.arange(size)
+    strips = {  # (wall index as in walls(): x low, x high, y low, y high) -> [H, W] mask
+        0: np.broadcast_to(pixels[None, :] < width, (size, size)),
+        1: np.broadcast_to(pixels[None, :] >= size - width, (size, size)),
+        2: np.broadcast_to(pixels[:, None] < width, (size, size)),
+        3: np.broadcast_to(pixels[:, None] >= size - width, (size, size)),
+    }
+    (x_low, x_high), (y_low, y_high) = walls(spec.shape, spec.radius, size)
+    contacts = trajectory(spec, np.array(spec.bounce_times), size)
+    for bounce, (x, y) in zip(spec.bounce_times, contacts):
+        wall = int(np.argmin([x - x_low, x_high - x, y - y_low, y_high - y]))
+        strength = np.clip(1 - np.abs(times - bounce) / (_GLOW_S / 2), 0, 1)
+        glow = np.maximum(glow, strength[:, None, None] * strips[wall])
+    return glow.astype(np.float32)
 
 
 def _background(spec: ClipSpec, size: int) -> np.ndarray:
