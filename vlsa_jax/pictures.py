@@ -139,9 +139,12 @@ def draw_training_curves(metrics_file: pathlib.Path, path: pathlib.Path,
         if split:
             draw_chance_multiple(ax, series, names)
         ax.set(title=title, xlabel="step", ylabel=ylabel)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 2.5, 5, 10]))
         ax.grid(alpha=0.3)
-        ax.legend(fontsize="small", ncols=2 if len(names) > 6 else 1)
+        if len(names) > 6:  # beside the panel: inside, it would hide the curves
+            ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.0, 0.5))
+        else:
+            ax.legend(fontsize="small")
     for ax in axes.flat[len(panels):]:
         ax.set_axis_off()
     if not panels:
