@@ -12,7 +12,7 @@ the records and the latest checkpoint.
 
 Args:
   quick: a 2-layer, width-64 model on 4 frames, 200 steps on 256 clips, 32 test clips:
-    about 2 minutes on 2 cores instead of about 9.5 (the CI learning test runs it).
+    about 2 minutes on 2 cores instead of about 6.5 (the CI learning test runs it).
   steps, clips, test_clips, sync_clips: training steps, training clips, test clips,
     sync_hard clips; 0 takes the size's default (full: 800, 512, 128, 64; quick: 200,
     256, 32, 8).
