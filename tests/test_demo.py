@@ -81,3 +81,29 @@ def test_the_quick_demo_learns(tmp_path):
     assert chance["t2v"] == pytest.approx(100 / 32)
     for direction in ("t2v", "t2a", "v2a"):
         assert test[f"{direction}/R@1"] >= 3 * chance[direction], (direction, test)
+
+
+def _write_sync_exports(directory, video, audio, twins):
+    clips = [f"c{i}" for i in range(len(video))]
+    shifted = [c + "_shifted" for c in clips][::-1]  # the copies' own order
+    for split, ids, arrays in (("sync_hard", clips, {"video": video, "audio": audio}),
+                               ("sync_hard_shifted", shifted, {"audio": twins[::-1]})):
+        (directory / f"{split}_ids.json").write_text(json.dumps({"clips": ids}))
+        for name, array in arrays.items():
+            np.save(directory / f"{split}_{name}.npy", array.astype(np.float32))
+
+
+def test_synchrony_test_tells_the_own_audio_from_its_shifted_copy(tmp_path):
+    rng = np.random.default_rng(0)
+    # Unit rows, as exported.
+    audio, twins = (x / np.linalg.norm(x, axis=1, keepdims=True)
+                    for x in (rng.normal(size=(6, 8)) for _ in range(2)))
+    # Videos that match their own audio: every one first, never the copy.
+    _write_sync_exports(tmp_path, audio, audio, twins)
+    sync = demo.synchrony_test(tmp_path)
+    assert sync["twin_accuracy"] == 100 and sync["twin_first_r1"] == 0
+    assert sync["v2a_r1_without_copies"] == 100 and sync["timing_blind_r1"] == 50
+    # Videos that match the shifted copies: the copy first every time.
+    _write_sync_exports(tmp_path, twins, audio, twins)
+    sync = demo.synchrony_test(tmp_path)
+    assert sync["twin_accuracy"] == 0 and sync["twin_first_r1"] == 100
