@@ -70,6 +70,15 @@ def chance_r1(scores: dict[str, float]) -> dict[str, float]:
             if key.endswith("/num_gallery") and not key.startswith("dual_softmax/")}
 
 
+def exported_clips(export_dir: pathlib.Path, split: str) -> list[str]:
+    """The clip id of each video/audio row that `vlsa_jax.export` wrote for `split`."""
+    return json.loads((export_dir / f"{split}_ids.json").read_text())["clips"]
+
+
+def exported(export_dir: pathlib.Path, split: str, modality: str) -> np.ndarray:
+    return np.load(export_dir / f"{split}_{modality}.npy", allow_pickle=False)
+
+
 def synchrony_test(export_dir: pathlib.Path) -> dict[str, float]:
     """How far video->audio on sync_hard relies on timing, from the exported embeddings.
 
@@ -81,16 +90,11 @@ def synchrony_test(export_dir: pathlib.Path) -> dict[str, float]:
     audios, where the sweep's sync_hard v2a R@1 counts its own audio first. A model
     blind to timing in its video alone, not its audio, puts either first as often.
     """
-    def load(split, name):
-        return np.load(export_dir / f"{split}_{name}.npy", allow_pickle=False)
-
-    ids = json.loads((export_dir / "sync_hard_ids.json").read_text())["clips"]
-    shifted_ids = json.loads(
-        (export_dir / f"{synthetic.SHIFTED_SPLIT}_ids.json").read_text())["clips"]
-    row = {clip: i for i, clip in enumerate(shifted_ids)}
-    twins = load(synthetic.SHIFTED_SPLIT, "audio")[
+    ids = exported_clips(export_dir, "sync_hard")
+    row = {clip: i for i, clip in enumerate(exported_clips(export_dir, synthetic.SHIFTED_SPLIT))}
+    twins = exported(export_dir, synthetic.SHIFTED_SPLIT, "audio")[
         [row[clip + synthetic.SHIFTED_SUFFIX] for clip in ids]]
-    video, audio = load("sync_hard", "video"), load("sync_hard", "audio")
+    video, audio = (exported(export_dir, "sync_hard", m) for m in ("video", "audio"))
     own, twin = (video * audio).sum(axis=1), (video * twins).sum(axis=1)
     labels = np.arange(len(ids))
     alone = metrics.retrieval_metrics(metrics.ranks(video @ audio.T, labels, labels))["R@1"]
@@ -107,14 +111,12 @@ def attribute_probe(export_dir: pathlib.Path, corpus_dir: pathlib.Path,
                     split: str = "test") -> dict[str, dict[str, float]]:
     """How well each of PROBED_ATTRIBUTES can be read from the exported video and
     audio embeddings of `split` (probe.probe_attributes)."""
-    clips = json.loads((export_dir / f"{split}_ids.json").read_text())["clips"]
     rows = (json.loads(line) for line in (corpus_dir / f"{split}.jsonl").read_text().splitlines())
     attributes = {row["id"]: row["attributes"] for row in rows}
-    embeddings = {m: np.load(export_dir / f"{split}_{m}.npy", allow_pickle=False)
-                  for m in ("video", "audio")}
+    clips = exported_clips(export_dir, split)
     return probe.probe_attributes(
-        embeddings, {name: [attributes[clip][name] for clip in clips]
-                     for name in PROBED_ATTRIBUTES})
+        {m: exported(export_dir, split, m) for m in ("video", "audio")},
+        {name: [attributes[clip][name] for clip in clips] for name in PROBED_ATTRIBUTES})
 
 
 def summary(results, sync, probed, seconds: dict[str, float], workdir: pathlib.Path) -> str:
@@ -170,7 +172,7 @@ def run(config, workdir: str) -> dict[str, dict[str, float]]:
         seconds["pictures"] = time.perf_counter() - start
     if jax.process_index() == 0:
         sync = synchrony_test(workdir / "export")
-        probed = attribute_probe(workdir / "export", records_dir.parent / CORPUS)
+        probed = attribute_probe(workdir / "export", data_dir(config, workdir) / CORPUS)
         print(summary(results, sync, probed, seconds, workdir))
         (workdir / "demo_summary.json").write_text(json.dumps(
             {"results": results, "synchrony": sync, "probe": probed, "seconds": seconds,

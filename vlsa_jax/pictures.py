@@ -122,8 +122,8 @@ def draw_training_curves(metrics_file: pathlib.Path, path: pathlib.Path,
     series = read_metrics(metrics_file)
     panels = [(title, ylabel, sorted(k for k in series if pattern.fullmatch(k)))
               for title, ylabel, pattern in LOSS_PANELS]
-    panels.append((f"retrieval on {split}" if split else "retrieval", "R@1 (%)",
-                   retrieval_keys(series, split)))
+    recall = retrieval_keys(series, split)
+    panels.append((f"retrieval on {split}" if split else "retrieval", "R@1 (%)", recall))
     panels = [p for p in panels if p[2]]
     columns = min(len(panels), 2) or 1
     rows = max(math.ceil(len(panels) / columns), 1)
@@ -136,7 +136,7 @@ def draw_training_curves(metrics_file: pathlib.Path, path: pathlib.Path,
             # Markers: a term logged once is still a visible point.
             ax.plot(steps, [series[name][s] for s in steps], ".-", markersize=4,
                     label=label.removeprefix(f"{split}/") if split else label)
-        if split:
+        if split and names is recall:
             draw_chance_multiple(ax, series, names)
         ax.set(title=title, xlabel="step", ylabel=ylabel)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 2.5, 5, 10]))
