@@ -31,7 +31,7 @@ FLAGS = flags.FLAGS
 def time_step(config) -> dict:
     mesh = sharding.make_mesh(config.mesh)
     training = train.setup_training(config, mesh)
-    state = training.init(training.seed_key)
+    state = training.state.init(training.seed_key)
     source = RandomBatchSource(config)
     batch = sharding.global_batch(next(source), mesh)
 

@@ -1,9 +1,10 @@
 r"""The demo: SyncShapes generated, prepared, pre-trained on, evaluated and exported, on a CPU.
 
     python -m vlsa_jax.main --config=configs/demo.py --workdir=workdirs/demo
+    python -m vlsa_jax.demo --workdir=workdirs/demo    # the same
 
-One command runs everything (vlsa_jax/demo.py): it writes the SyncShapes corpus
-(vlsa_jax/data/synthetic.py) under `demo.data_dir` (default WORKDIR/data), prepares its
+One command runs everything (vlsa_jax/demo/run.py, named by `config.runner`): it writes the SyncShapes corpus
+(vlsa_jax/demo/synthetic.py) under `demo.data_dir` (default WORKDIR/data), prepares its
 train, test and sync_hard splits into records with the same code as real datasets (a
 WordPiece trained on the train captions), pre-trains with LPMM + GAM, runs the retrieval
 sweep on test and on sync_hard (the time-shifted audio as distractors), exports the
@@ -33,6 +34,7 @@ def get_config(arg=None):
     pretrain = config_lib.load_config_module(pathlib.Path(__file__).parent / "pretrain.py")
     config = pretrain.get_config("variant=tiny")
     config.variant = "demo"
+    config.runner = "vlsa_jax.demo.run:run_mode"
 
     config.demo = dict(
         data_dir="",  # '': WORKDIR/data

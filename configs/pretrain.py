@@ -54,6 +54,9 @@ def get_config(arg=None):
     config.seed = 0
     # Activation dtype; parameters, optimizer state, losses and softmax stay float32.
     config.dtype = "float32"
+    # 'module:function' that runs this config's jobs in place of the core's train, eval
+    # and export (a project on top of the core, e.g. the demo); '' runs the core's.
+    config.runner = ""
 
     config.model = ml_collections.ConfigDict()
     config.model.width = size["width"]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from tests.helpers import ROOT, child_env, load_config
-from vlsa_jax import demo
+from vlsa_jax.demo import run as demo
 from vlsa_jax.config_validation import validate_config
 
 # The sweep tests' size: the compiled programs are shared through the cache.

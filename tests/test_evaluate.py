@@ -8,7 +8,7 @@ import pytest
 
 from tests.data_helpers import CAPTIONS, GOOD_CLIPS
 from tests.helpers import mesh_of
-from vlsa_jax import checkpointing, evaluate, metrics, sharding
+from vlsa_jax import checkpointing, evaluate, metrics, state
 from vlsa_jax.eval_protocol import DIRECTIONS, parse_split_specs
 
 _KEYS = ("R@1", "R@5", "R@10", "R@50", "MdR", "MnR", "num_queries", "num_gallery")
@@ -23,7 +23,7 @@ def trained(trained_run):
 
 def _restored(config, workdir, num_devices):
     mesh = mesh_of(config, num_devices)
-    graphdef, abstract = sharding.sharded_abstract_params(config, mesh)
+    graphdef, abstract = state.abstract_params(config, mesh)
     params, missing, step = checkpointing.restore_params(workdir, abstract)
     assert not missing and step == 2
     return mesh, graphdef, params

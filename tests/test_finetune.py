@@ -4,6 +4,7 @@ import numpy as np
 
 from tests.helpers import load_config
 from vlsa_jax import checkpointing, sharding, train
+from vlsa_jax import state as state_lib
 from vlsa_jax.config_validation import validate_config
 
 
@@ -25,7 +26,7 @@ def test_fine_tuning_restores_weights_and_not_the_optimizer(trained_run, tmp_pat
     state = train.train_and_evaluate(config, str(tmp_path / "finetune"))
 
     mesh = sharding.make_mesh(config.mesh)
-    _, abstract = sharding.sharded_abstract_params(pretrain_config, mesh)
+    _, abstract = state_lib.abstract_params(pretrain_config, mesh)
     pretrained, _, _ = checkpointing.restore_params(pretrain_dir, abstract)
     flat = {jax.tree_util.keystr(p): x for p, x in
             jax.tree_util.tree_flatten_with_path(state["params"])[0]}

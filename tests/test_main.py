@@ -98,7 +98,7 @@ def test_eval_export_and_search_entry_points(trained_run):
 def test_several_fake_cpu_devices_get_a_thread_pool_for_their_collectives():
     # What the entry points do first, after importing everything they import.
     probe = ("import os, jax, jax.numpy as jnp\n"
-             "import vlsa_jax.main, vlsa_jax.sweep\n"
+             "import vlsa_jax.main, vlsa_jax.demo.sweep\n"
              "from vlsa_jax import sharding\n"
              "sharding.enlarge_cpu_thread_pool()\n"
              "jnp.ones(4).block_until_ready()\n"

@@ -5,7 +5,7 @@ import shutil
 import numpy as np
 from PIL import Image
 
-from vlsa_jax import pictures
+from vlsa_jax.demo import pictures
 
 
 def assert_picture(path, min_size=(300, 200)):
@@ -69,7 +69,9 @@ def test_without_lpmm_reconstructions_are_left_out_and_exports_are_read(trained_
     np.save(export / "train_text.npy", rows[4:], allow_pickle=False)
     clips = ["a", "b", "c", "d"]
     (export / "train_ids.json").write_text(json.dumps(
-        {"clips": clips, "text": [[c, k] for c in clips for k in range(2)]}))
+        {"clips": clips, "text": [[c, k] for c in clips for k in range(2)],
+         "captions": [f"caption {k} of {c}" for c in clips for k in range(2)]}))
+    (export / "manifest.json").write_text(json.dumps({"step": 1}))
 
     exported = pictures.read_exported(tmp_path, "train")
     np.testing.assert_array_equal(exported.text_clip, [0, 0, 1, 1, 2, 2, 3, 3])

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from vlsa_jax import probe
+from vlsa_jax.demo import probe
 
 
 def test_an_attribute_written_into_the_embeddings_is_read_back():

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from tests.helpers import load_config
-from vlsa_jax import sweep
+from vlsa_jax.demo import sweep
 from vlsa_jax.config_validation import ConfigError, validate_config
 
 ROOT = pathlib.Path(__file__).parents[1]
@@ -71,7 +71,7 @@ def _fake_scores(r1: float) -> dict:
 def test_markdown_table_from_fake_results():
     record = {
         "grid": "table5", "title": "paper Table 5, the pre-training objectives",
-        "command": "python -m vlsa_jax.sweep --grid=table5", "steps": 600, "seed": 0,
+        "command": "python -m vlsa_jax.demo.sweep --grid=table5", "steps": 600, "seed": 0,
         "corpus": {"num_train": 512, "num_test": 128},
         "rows": {"none": {"seconds": 6.0, "test": _fake_scores(0.5)},
                  "lpmm+gam": {"seconds": None, "test": {"t2v/R@1": 41.25}}}}
@@ -83,7 +83,7 @@ def test_markdown_table_from_fake_results():
     assert lines[5] == "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
     assert lines[6] == "| none | 1.5 | 5.5 | 10.5 | 1.5 | 5.5 | 10.5 | 1.5 | 0.1 |"
     assert lines[7] == "| lpmm+gam | 41.2 | – | – | – | – | – | – | – |"
-    assert lines[-1] == "Command: `python -m vlsa_jax.sweep --grid=table5`"
+    assert lines[-1] == "Command: `python -m vlsa_jax.demo.sweep --grid=table5`"
 
 
 class _FakeRuns:
@@ -167,7 +167,7 @@ def test_two_rows_of_table5_for_real_then_from_the_command_line(tmp_path):
 
     # The command line builds the same config (or the rows' saved configs would not
     # match): it reuses both rows, trains nothing, prints the table and records itself.
-    command = [sys.executable, "-m", "vlsa_jax.sweep", f"--config=configs/demo.py:{DEMO_ARG}",
+    command = [sys.executable, "-m", "vlsa_jax.demo.sweep", f"--config=configs/demo.py:{DEMO_ARG}",
                "--config.demo.workers=1", "--grid=table5", "--rows=none,lpmm+gam",
                f"--workdir={tmp_path}"]
     result = subprocess.run(command, cwd=ROOT, env=dict(os.environ, JAX_PLATFORMS="cpu"),

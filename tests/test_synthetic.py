@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from tests.helpers import load_config
-from vlsa_jax.data import media, prepare, synthetic
+from vlsa_jax.data import media, prepare
+from vlsa_jax.demo import synthetic
 from vlsa_jax.data.datasets import read_annotations
 
 OPTIONS = synthetic.SyncShapesOptions(num_train=6, num_val=3, num_test=3, num_sync_hard=3,

@@ -17,7 +17,7 @@ def _run_steps(config, mesh, num_steps):
     training = train.setup_training(config, mesh)
     # Each program finishes before the next is dispatched: fewer collectives wait on the
     # fake devices' shared thread pool at once (tests/conftest.py).
-    state = jax.block_until_ready(training.init(training.seed_key))
+    state = jax.block_until_ready(training.state.init(training.seed_key))
     data = source_lib.RandomBatchSource(config)
     history = []
     for _ in range(num_steps):
@@ -38,7 +38,7 @@ def test_tiny_model_overfits_one_batch():
     config = _config()
     mesh = mesh_of(config, data=1)
     training = train.setup_training(config, mesh)
-    state = training.init(training.seed_key)
+    state = training.state.init(training.seed_key)
     batch = sharding.global_batch(next(source_lib.RandomBatchSource(config)), mesh)
     losses = []
     for _ in range(config.train.num_steps):
@@ -65,9 +65,9 @@ def test_fsdp_shards_parameters():
     config = _config()
     mesh = mesh_of(config, data=1, fsdp=8)
     training = train.setup_training(config, mesh)
-    kernel = training.abstract_state["params"]["encoders"][0]["blocks"]["fc1"]["kernel"]
+    kernel = training.state.abstract["params"]["encoders"][0]["blocks"]["fc1"]["kernel"]
     assert kernel.sharding.spec == jax.sharding.PartitionSpec(None, "fsdp", "tensor")
-    adam_mu = training.abstract_state["opt_state"][1][0].mu
+    adam_mu = training.state.abstract["opt_state"][1][0].mu
     assert (adam_mu["encoders"][0]["blocks"]["fc1"]["kernel"].sharding.spec
             == kernel.sharding.spec)
 
@@ -124,7 +124,7 @@ def test_nonfinite_loss_is_an_error_or_a_skipped_update(tmp_path, monkeypatch):
     config = _train_config(train__on_nonfinite="skip")
     mesh = sharding.make_mesh(config.mesh)
     training = train.setup_training(config, mesh)
-    state = training.init(training.seed_key)
+    state = training.state.init(training.seed_key)
     before = jax.device_get(state["params"])
     state, metrics = training.step(state, sharding.global_batch(next(NaNSource(config)), mesh))
     assert int(metrics["skipped_updates"]) == 1

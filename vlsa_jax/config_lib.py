@@ -48,3 +48,19 @@ def load_config_module(path: str | pathlib.Path) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+class ConfigError(ValueError):
+    """A config field holds a value the run cannot use.
+
+    The message is `"<dotted field>: <problem>"`; `field` holds the field alone.
+    """
+
+    def __init__(self, field: str, problem: str):
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+    def __reduce__(self):
+        # The default would call ConfigError(message) and fail to unpickle.
+        return type(self), (self.field, self.problem)

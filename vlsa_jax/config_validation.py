@@ -15,10 +15,12 @@ from typing import Any
 import ml_collections
 
 from vlsa_jax import eval_protocol
+from vlsa_jax.config_lib import ConfigError
+from vlsa_jax.sharding import MESH_AXES, resolve_mesh_shape
 from vlsa_jax.models.transformer import ATTENTION_IMPLS, REMAT_POLICY_NAMES
-from vlsa_jax.models.vlsa import GROUPINGS, global_pairs, modalities_of, modality_groups
+from vlsa_jax.modalities import modalities_of
+from vlsa_jax.models.vlsa import GROUPINGS, global_pairs, modality_groups
 
-MESH_AXES = ("data", "fsdp", "tensor")
 _AXIS_RULES = "mesh.logical_axis_rules"
 
 # Every field the code reads, with its type. An int is accepted where a float
@@ -27,6 +29,7 @@ _FIELD_TYPES: dict[str, Any] = {
     "variant": str,
     "seed": int,
     "dtype": str,
+    "runner": str,
     "model.width": int,
     "model.depth": int,
     "model.num_heads": int,
@@ -226,22 +229,6 @@ _DIVISIBLE = (
 _MISSING = object()
 
 
-class ConfigError(ValueError):
-    """A config field holds a value the run cannot use.
-
-    The message is `"<dotted field>: <problem>"`; `field` holds the field alone.
-    """
-
-    def __init__(self, field: str, problem: str):
-        super().__init__(f"{field}: {problem}")
-        self.field = field
-        self.problem = problem
-
-    def __reduce__(self):
-        # The default would call ConfigError(message) and fail to unpickle.
-        return type(self), (self.field, self.problem)
-
-
 def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
     """Checks a run config against what the code supports and the devices at hand.
 
@@ -275,48 +262,6 @@ def _check_audio_geometry(audio) -> None:
         raise ConfigError(
             "audio.bins", f"{audio.bins} exceeds the {audio.n_fft // 2 + 1} frequency bins "
             f"of audio.n_fft = {audio.n_fft}")
-
-
-def resolve_mesh_shape(mesh_config, num_devices: int) -> tuple[int, int, int]:
-    """The (data, fsdp, tensor) mesh shape, with a -1 axis given the devices left over.
-
-    Args:
-      mesh_config: has `data`, `fsdp` and `tensor`, each a positive int or -1;
-        at most one of them may be -1.
-      num_devices: the number of devices; the mesh must use all of them.
-
-    Returns:
-      The sizes of the ('data', 'fsdp', 'tensor') axes, whose product is `num_devices`.
-
-    Raises:
-      ConfigError: on field `mesh.<axis>` for a bad size, on `mesh` when no mesh
-        of that shape covers `num_devices` devices.
-    """
-    sizes = {axis: mesh_config[axis] for axis in MESH_AXES}
-    for axis, size in sizes.items():
-        if not _is_instance(size, int) or (size < 1 and size != -1):
-            raise ConfigError(
-                f"mesh.{axis}", f"{size!r} must be a positive int, or -1 for the devices "
-                "the other axes leave")
-    free = [axis for axis, size in sizes.items() if size == -1]
-    if len(free) > 1:
-        raise ConfigError(
-            "mesh", f"{' and '.join(f'mesh.{axis}' for axis in free)} are -1; at most one "
-            "axis may be")
-    if free:
-        fixed_axes = [axis for axis in MESH_AXES if axis not in free]
-        fixed = math.prod(sizes[axis] for axis in fixed_axes)
-        if num_devices % fixed:
-            raise ConfigError(
-                "mesh", f"{' x '.join(fixed_axes)} = {fixed} does not divide the "
-                f"{num_devices} available devices")
-        sizes[free[0]] = num_devices // fixed
-    total = math.prod(sizes.values())
-    if total != num_devices:
-        raise ConfigError(
-            "mesh", f"data x fsdp x tensor = {total} needs {total} devices, "
-            f"{num_devices} are available")
-    return tuple(int(sizes[axis]) for axis in MESH_AXES)
 
 
 def _check_fields(config) -> None:

@@ -9,7 +9,8 @@ all their media or only the modalities in `letters` ('a' or 'v').
 import dataclasses
 import pathlib
 
-VIDEO, AUDIO, TEXT, FUSED = "video", "audio", "text", "video+audio"
+from vlsa_jax.modalities import AUDIO, FUSED, LETTERS, TEXT, VIDEO
+
 # direction -> (query modality, gallery modality)
 DIRECTIONS = {
     "t2v": (TEXT, VIDEO), "v2t": (VIDEO, TEXT),
@@ -17,8 +18,6 @@ DIRECTIONS = {
     "v2a": (VIDEO, AUDIO), "a2v": (AUDIO, VIDEO),
     "t2va": (TEXT, FUSED), "va2t": (FUSED, TEXT),
 }
-# The letters of `config.data.modalities` a modality needs.
-NEEDS = {VIDEO: "v", AUDIO: "a", TEXT: "t", FUSED: "va"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,4 +63,4 @@ def parse_split_specs(text: str) -> tuple[SplitSpec, ...]:
 def supported(direction: str, modalities: str) -> bool:
     """Whether a split carrying `modalities` (letters) can be scored in `direction`."""
     query, gallery = DIRECTIONS[direction]
-    return set(NEEDS[query]) | set(NEEDS[gallery]) <= set(modalities)
+    return set(LETTERS[query]) | set(LETTERS[gallery]) <= set(modalities)

@@ -20,12 +20,13 @@ from absl import logging
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from vlsa_jax import checkpointing, eval_protocol, metric_writers, metrics, sharding
-from vlsa_jax.config_validation import ConfigError, validate_config
+from vlsa_jax import eval_protocol, metric_writers, metrics, sharding, state
+from vlsa_jax.config_lib import ConfigError
+from vlsa_jax.config_validation import validate_config
 from vlsa_jax.data import pipeline, records
-from vlsa_jax.eval_protocol import AUDIO, FUSED, TEXT, VIDEO
 from vlsa_jax.losses import l2_normalize
-from vlsa_jax.models.frames import VIDEO_CROP
+from vlsa_jax.modalities import (
+    AUDIO, CAPTION_INDEX, CLIP_INDEX, FUSED, TEXT, TEXT_IDS, TEXT_MASK, VIDEO, VIDEO_CROP)
 from vlsa_jax.models.vlsa import model_inputs
 
 @dataclasses.dataclass
@@ -47,7 +48,7 @@ class SplitEmbeddings:
 def embed_batch(params, batch, *, graphdef, config):
     """One batch -> {modality: [B, D] unit-norm float32}: the unimodal passes of retrieval."""
     model = nnx.merge(graphdef, params)
-    text_valid = batch["text_mask"].astype(bool) if "text_mask" in batch else None
+    text_valid = batch[TEXT_MASK].astype(bool) if TEXT_MASK in batch else None
     embeddings = model.global_embeddings(model_inputs(batch, config), text_valid)
     return {name: l2_normalize(x) for name, x in embeddings.items()}
 
@@ -83,17 +84,17 @@ class Embedder:
             rows, index = self._embed_all(
                 params, pipeline.evaluation_clips(config, split_dir, *args),
                 [VIDEO, VIDEO_CROP, AUDIO])
-            clips = {name: rows[name][np.argsort(index["clip_index"])] for name in rows}
+            clips = {name: rows[name][np.argsort(index[CLIP_INDEX])] for name in rows}
             if VIDEO in clips and AUDIO in clips:
                 clips[FUSED] = fuse(clips[VIDEO], clips[AUDIO])
         text, caption_clip, caption_index = None, np.zeros(0, int), np.zeros(0, int)
         if captions and "t" in modalities:
             rows, index = self._embed_all(
-                params, pipeline.evaluation_captions(config, split_dir, *args), ["text_ids"])
-            order = np.lexsort((index["caption_index"], index["clip_index"]))
+                params, pipeline.evaluation_captions(config, split_dir, *args), [TEXT_IDS])
+            order = np.lexsort((index[CAPTION_INDEX], index[CLIP_INDEX]))
             text = rows[TEXT][order]
-            caption_clip = index["clip_index"][order]
-            caption_index = index["caption_index"][order]
+            caption_clip = index[CLIP_INDEX][order]
+            caption_index = index[CAPTION_INDEX][order]
         return SplitEmbeddings(split_clip_ids(config, split_dir), clips, text, caption_clip,
                                caption_index)
 
@@ -102,7 +103,7 @@ class Embedder:
         outputs, indices = [], []
         for batch in batches:
             inputs = {k: v for k, v in batch.items()
-                      if k in input_keys or (k == "text_mask" and "text_ids" in input_keys)}
+                      if k in input_keys or (k == TEXT_MASK and TEXT_IDS in input_keys)}
             embedded = self._embed(params, sharding.global_batch(inputs, self._mesh))
             index = {k: v for k, v in batch.items() if k.endswith("_index") or k == "valid"}
             outputs.append(multihost_utils.process_allgather(embedded, tiled=True))
@@ -233,28 +234,22 @@ def log_table(results) -> None:
 
 
 
-def load_for_inference(config, workdir):
-    """(mesh, graphdef, params, step folder) of `config.eval.checkpoint`, or of the newest
-    checkpoint of `workdir`, after validating the config."""
+def load_for_inference(config, workdir) -> state.LoadedParams:
+    """The parameters of `config.eval.checkpoint`, or of the newest checkpoint of
+    `workdir`, after validating the config."""
     validate_config(config, jax.device_count())
     if not config.eval.splits:
         raise ConfigError("eval.splits", "empty; name the prepared splits to embed "
                           "(comma-separated directories)")
-    mesh = sharding.make_mesh(config.mesh)
-    graphdef, abstract = sharding.sharded_abstract_params(config, mesh)
-    step_dir = checkpointing.find_checkpoint(
-        config.eval.checkpoint or pathlib.Path(workdir) / "checkpoints")
-    params, _, step = checkpointing.restore_params(step_dir, abstract)
-    logging.info("restored the parameters of step %d from %s", step, step_dir)
-    return mesh, graphdef, params, step_dir
+    return state.load_params(config, config.eval.checkpoint or pathlib.Path(workdir) / "checkpoints")
 
 
 def evaluate_checkpoint(config, workdir, print_table: bool = True) -> dict[str, dict[str, float]]:
     """--mode=eval: the sweep of `config.eval` on a checkpoint; prints and records the table."""
-    mesh, graphdef, params, step_dir = load_for_inference(config, workdir)
-    step = int(step_dir.name)
-    evaluator = Evaluator(config, mesh, graphdef, jax.tree.map(lambda x: x.sharding, params))
-    results = evaluator.run(params, step, workdir)
+    loaded = load_for_inference(config, workdir)
+    step = loaded.step
+    evaluator = Evaluator(config, loaded.mesh, loaded.graphdef, loaded.shardings)
+    results = evaluator.run(loaded.params, step, workdir)
     if print_table and jax.process_index() == 0:
         print(f"retrieval at step {step} ({config.eval.protocol}, captions: "
               f"{config.eval.caption_mode})\n{format_table(results)}")

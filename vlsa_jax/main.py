@@ -9,19 +9,16 @@ A config is a `get_config(arg)` file; fields are overridden with `--config.x.y=v
 On a multi-host cluster (TPU pod, SLURM) pass `--distributed` so that every process
 joins through `jax.distributed.initialize()` before any device is touched.
 """
-import logging as std_logging
-
-import jax
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
-from vlsa_jax import demo, evaluate, export, sharding, train
+from vlsa_jax import cli, jobs
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
     "config", None, "A get_config(arg) file: path[:key=value,...].", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the config.")
-flags.DEFINE_enum("mode", "train", ["train", "eval", "export"],
+flags.DEFINE_enum("mode", "train", jobs.MODES,
                   "train: pre-train or fine-tune (resuming in --workdir); eval: the retrieval "
                   "sweep of config.eval on a checkpoint; export: that checkpoint's embeddings "
                   "of the config.eval splits, as .npy files.")
@@ -37,29 +34,9 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    sharding.enlarge_cpu_thread_pool()
-    # Orbax logs every stage of every save at INFO; keep its warnings and errors only.
-    logging.get_absl_handler().addFilter(
-        lambda record: record.levelno >= std_logging.WARNING or "/orbax/" not in record.pathname)
-    if FLAGS.distributed:
-        jax.distributed.initialize(
-            coordinator_address=FLAGS.coordinator_address,
-            num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
-    logging.info("process %d/%d, %d local / %d global devices (%s)",
-                 jax.process_index(), jax.process_count(), jax.local_device_count(),
-                 jax.device_count(), jax.default_backend())
-    if "demo" in FLAGS.config:
-        if FLAGS.mode == "train":
-            demo.run(FLAGS.config, FLAGS.workdir)
-            return
-        # The demo's splits and audio statistics come from the records it prepared.
-        demo.configure(FLAGS.config, demo.data_dir(FLAGS.config, FLAGS.workdir) / "records")
-    if FLAGS.mode == "train":
-        train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-    elif FLAGS.mode == "eval":
-        evaluate.evaluate_checkpoint(FLAGS.config, FLAGS.workdir)
-    elif FLAGS.mode == "export":
-        export.export_checkpoint(FLAGS.config, FLAGS.workdir)
+    cli.setup_process(FLAGS.distributed, coordinator_address=FLAGS.coordinator_address,
+                      num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
+    jobs.run(FLAGS.config, FLAGS.workdir, FLAGS.mode)
 
 
 if __name__ == "__main__":

@@ -17,10 +17,8 @@ import ml_collections
 
 from vlsa_jax import losses, masking
 from vlsa_jax.models.embeddings import masked_mean, valid_or_ones
+from vlsa_jax.modalities import AUDIO, TEXT, TEXT_MASK, VIDEO
 from vlsa_jax.models.vlsa import (
-    AUDIO,
-    TEXT,
-    VIDEO,
     VLSA,
     global_pairs,
     model_inputs,
@@ -53,7 +51,7 @@ def pretraining_loss(model: VLSA, batch, key, config: ml_collections.ConfigDict)
       (loss, metrics): a float32 scalar, and a dict of float32 scalars.
     """
     inputs = model_inputs(batch, config)
-    text_valid = batch["text_mask"].astype(bool) if TEXT in inputs else None
+    text_valid = batch[TEXT_MASK].astype(bool) if TEXT in inputs else None
     pairs = [p for p in global_pairs(config) if p[0] in inputs and p[1] in inputs]
     mask_key, match_key, desync_key = jax.random.split(key, 3)
     needs_masks = config.loss.lpmm or config.gam.masked_inputs

@@ -23,10 +23,11 @@ import ml_collections
 import numpy as np
 from absl import app, flags
 
-from vlsa_jax import checkpointing, evaluate, export, sharding
+from vlsa_jax import evaluate, export, state
 from vlsa_jax.data import media, pipeline, prepare, records
 from vlsa_jax.data import tokenizer as tokenizer_lib
 from vlsa_jax.data.annotations import ClipAnnotation
+from vlsa_jax.modalities import TEXT_IDS, TEXT_MASK
 
 TARGETS = ("video", "audio", "text")
 
@@ -49,10 +50,8 @@ class Searcher:
             json.loads((self._dir / export.CONFIG).read_text()))
         self._splits = manifest["splits"]
         # One query at a time: one device, parameters whole.
-        self.config.mesh.data = self.config.mesh.fsdp = self.config.mesh.tensor = 1
-        mesh = sharding.make_mesh(self.config.mesh, jax.devices()[:1])
-        graphdef, abstract = sharding.sharded_abstract_params(self.config, mesh)
-        self._params, _, _ = checkpointing.restore_params(manifest["checkpoint"], abstract)
+        loaded = state.load_params(self.config, manifest["checkpoint"], one_device=True)
+        self.config, self._params, graphdef = loaded.config, loaded.params, loaded.graphdef
         self._embed = jax.jit(lambda params, batch: evaluate.embed_batch(
             params, batch, graphdef=graphdef, config=self.config))
         self._tokenizer = None
@@ -65,7 +64,7 @@ class Searcher:
             self._tokenizer = tokenizer_lib.load_tokenizer(source)
         ids, mask = tokenizer_lib.encode_captions(
             self._tokenizer, [text], self.config.text.max_len)
-        return self._run({"text_ids": ids, "text_mask": mask})["text"]
+        return self._run({TEXT_IDS: ids, TEXT_MASK: mask})["text"]
 
     def embed_file(self, path: str | pathlib.Path, modality: str) -> np.ndarray:
         """A media file's video or audio -> its unit [D] embedding.
@@ -88,17 +87,15 @@ class Searcher:
         """The `top_k` rows of `split`'s `target` embeddings closest to `query` (cosine)."""
         if split not in self._splits:
             raise ValueError(f"split {split!r} is not in the export; it has {sorted(self._splits)}")
-        path = self._dir / f"{split}_{target}.npy"
-        if not path.exists():
+        exported = export.read(self._dir, split)
+        if target not in exported.embeddings:
             raise ValueError(f"the export has no {target} embeddings for {split!r}")
-        rows = np.load(path, allow_pickle=False)
-        ids = json.loads((self._dir / f"{split}_ids.json").read_text())
-        scores = rows @ query
+        scores = exported.embeddings[target] @ query
         top = np.argsort(-scores, kind="stable")[:top_k]
         if target == "text":
-            return [Hit(ids["text"][i][0], float(scores[i]), ids["text"][i][1],
-                        ids["captions"][i]) for i in top]
-        return [Hit(ids["clips"][i], float(scores[i])) for i in top]
+            return [Hit(exported.text[i][0], float(scores[i]), exported.text[i][1],
+                        exported.captions[i]) for i in top]
+        return [Hit(exported.clips[i], float(scores[i])) for i in top]
 
     def _run(self, batch) -> dict[str, np.ndarray]:
         return {name: np.asarray(x)[0] for name, x in self._embed(self._params, batch).items()}

@@ -6,17 +6,18 @@ are split over ('data', 'fsdp'): FSDP shards the batch like data parallelism and
 in addition, the parameters and optimizer state.
 """
 import math
+import numbers
 import os
 import re
 
 import jax
 import numpy as np
-from flax import nnx
+from absl import logging
+from flax.linen import spmd as flax_spmd
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from vlsa_jax.config_validation import resolve_mesh_shape
-from vlsa_jax.models.vlsa import abstract_model
+from vlsa_jax.config_lib import ConfigError
 
 MESH_AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")
@@ -57,52 +58,80 @@ def make_mesh(mesh_config, devices=None) -> jax.sharding.Mesh:
                          devices=devices)
 
 
-def logical_to_mesh_spec(logical: P, shape, rules, mesh) -> P:
-    """Maps a spec of logical names onto mesh axes.
+def resolve_mesh_shape(mesh_config, num_devices: int) -> tuple[int, int, int]:
+    """The (data, fsdp, tensor) mesh shape, with a -1 axis given the devices left over.
 
-    A dimension stays unsharded when its rule is None, when its mesh axis is
-    already used by an earlier dimension of the same array, or when its size does
-    not divide evenly over that axis.
+    Args:
+      mesh_config: has `data`, `fsdp` and `tensor`, each a positive int or -1;
+        at most one of them may be -1.
+      num_devices: the number of devices; the mesh must use all of them.
+
+    Returns:
+      The sizes of the ('data', 'fsdp', 'tensor') axes, whose product is `num_devices`.
+
+    Raises:
+      ConfigError: on field `mesh.<axis>` for a bad size, on `mesh` when no mesh
+        of that shape covers `num_devices` devices.
     """
-    rules = dict(rules)
-    used, out = set(), []
-    for dim, name in enumerate(tuple(logical) + (None,) * (len(shape) - len(logical))):
-        if name is None:
-            out.append(None)
-            continue
-        if name not in rules:
-            raise ValueError(f"mesh.logical_axis_rules: no rule for logical axis {name!r}")
-        axes = rules[name]
-        axes = () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
-        size = math.prod(mesh.shape[a] for a in axes)
-        if not axes or used & set(axes) or shape[dim] % size:
-            out.append(None)
-        else:
-            used |= set(axes)
-            out.append(axes[0] if len(axes) == 1 else axes)
-    return P(*out)
+    sizes = {axis: mesh_config[axis] for axis in MESH_AXES}
+    for axis, size in sizes.items():
+        if (isinstance(size, bool) or not isinstance(size, numbers.Integral)
+                or (size < 1 and size != -1)):
+            raise ConfigError(
+                f"mesh.{axis}", f"{size!r} must be a positive int, or -1 for the devices "
+                "the other axes leave")
+    free = [axis for axis, size in sizes.items() if size == -1]
+    if len(free) > 1:
+        raise ConfigError(
+            "mesh", f"{' and '.join(f'mesh.{axis}' for axis in free)} are -1; at most one "
+            "axis may be")
+    if free:
+        fixed_axes = [axis for axis in MESH_AXES if axis not in free]
+        fixed = math.prod(sizes[axis] for axis in fixed_axes)
+        if num_devices % fixed:
+            raise ConfigError(
+                "mesh", f"{' x '.join(fixed_axes)} = {fixed} does not divide the "
+                f"{num_devices} available devices")
+        sizes[free[0]] = num_devices // fixed
+    total = math.prod(sizes.values())
+    if total != num_devices:
+        raise ConfigError(
+            "mesh", f"data x fsdp x tensor = {total} needs {total} devices, "
+            f"{num_devices} are available")
+    return tuple(int(sizes[axis]) for axis in MESH_AXES)
 
 
 def param_shardings(abstract_params, logical_specs, rules, mesh):
-    """NamedShardings for a params tree from its tree of logical PartitionSpecs."""
-    return jax.tree.map(
-        lambda x, spec: NamedSharding(mesh, logical_to_mesh_spec(spec, x.shape, rules, mesh)),
-        abstract_params, logical_specs, is_leaf=lambda s: isinstance(s, P))
+    """NamedShardings of a parameter tree from its tree of logical PartitionSpecs.
+
+    Flax's rules helper maps each logical name onto its mesh axes (a mesh axis that an
+    earlier dimension of the same array took is not used again). A dimension whose size
+    those axes do not divide is left replicated, and logged by name.
+    """
+    names = {name for name, _ in rules}
+
+    def shard(path, x, logical):
+        unknown = [name for name in logical if name is not None and name not in names]
+        if unknown:
+            raise ConfigError("mesh.logical_axis_rules", f"no rule for logical axis "
+                              f"{unknown[0]!r} (of parameter {jax.tree_util.keystr(path)})")
+        spec = list(flax_spmd.logical_to_mesh_axes(tuple(logical), rules))
+        spec += [None] * (len(x.shape) - len(spec))
+        for dim, axes in enumerate(spec):
+            size = math.prod(mesh.shape[a] for a in _axis_tuple(axes))
+            if x.shape[dim] % size:
+                logging.info("%s: dimension %d (%s, size %d) is not divisible over mesh "
+                             "axes %s (%d devices); left replicated",
+                             jax.tree_util.keystr(path), dim, logical[dim], x.shape[dim],
+                             axes, size)
+                spec[dim] = None
+        return NamedSharding(mesh, P(*spec))
+
+    return jax.tree_util.tree_map_with_path(shard, abstract_params, logical_specs)
 
 
-def model_structure(config):
-    """(graphdef, logical PartitionSpecs of the parameters), without allocating anything."""
-    graphdef, params = nnx.split(abstract_model(config))
-    return graphdef, nnx.to_pure_dict(nnx.get_partition_spec(params))
-
-
-def sharded_abstract_params(config, mesh):
-    """(graphdef, the parameters as ShapeDtypeStructs carrying their NamedShardings)."""
-    graphdef, logical_specs = model_structure(config)
-    abstract = jax.eval_shape(lambda: nnx.to_pure_dict(nnx.state(abstract_model(config))))
-    shardings = param_shardings(abstract, logical_specs, config.mesh.logical_axis_rules, mesh)
-    return graphdef, jax.tree.map(
-        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, shardings)
+def _axis_tuple(axes) -> tuple[str, ...]:
+    return () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
 
 
 def batch_sharding(mesh) -> NamedSharding:

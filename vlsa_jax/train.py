@@ -12,7 +12,6 @@ import time
 from typing import Any, Callable, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
@@ -20,39 +19,9 @@ from absl import logging
 from flax import nnx
 
 from vlsa_jax import checkpointing, evaluate, metric_writers, objective, optimizer, sharding
+from vlsa_jax import state as state_lib
 from vlsa_jax.config_validation import validate_config
 from vlsa_jax.data.source import build_source
-from vlsa_jax.models.vlsa import build_model
-
-
-def init_state(config, tx: optax.GradientTransformation, seed_key):
-    """The training state: step, parameters (a plain nested dict), optimizer state, RNG."""
-    param_key, train_key = jax.random.split(seed_key)
-    params = nnx.to_pure_dict(nnx.state(build_model(config, nnx.Rngs(params=param_key))))
-    return {"step": jnp.int32(0), "params": params, "opt_state": tx.init(params),
-            "rng": train_key}
-
-
-def state_shardings(abstract_state, logical_specs, rules, mesh):
-    """Shardings for the whole state: parameters by rule, optimizer moments like their parameter.
-
-    An optimizer leaf whose path ends with a parameter's path and has its shape
-    (Adam's mu and nu) is sharded like that parameter; everything else (counts,
-    step, RNG) is replicated.
-    """
-    params = abstract_state["params"]
-    by_path = {path: (x.shape, s) for (path, x), s in zip(
-        jax.tree_util.tree_flatten_with_path(params)[0],
-        jax.tree.leaves(sharding.param_shardings(params, logical_specs, rules, mesh)))}
-
-    def pick(path, leaf):
-        for start in range(len(path)):
-            shape, param_sharding = by_path.get(path[start:], (None, None))
-            if shape == leaf.shape:
-                return param_sharding
-        return sharding.replicated(mesh)
-
-    return jax.tree_util.tree_map_with_path(pick, abstract_state)
 
 
 def train_step(state, batch, *, graphdef, tx, schedule, config):
@@ -91,38 +60,27 @@ class _Preemption:
 
 
 class Training(NamedTuple):
-    """What the loop needs: abstract state, its shardings, and the jitted init and step."""
+    """What the loop needs: the sharded state's abstract form and init, and the jitted step."""
 
-    abstract_state: Any  # pytree of jax.ShapeDtypeStruct, with shardings
-    init: Callable  # seed key -> state, initialised straight into the shardings
+    state: state_lib.ShardedState
     step: Callable  # (state, global batch) -> (state, metrics); donates the state
     seed_key: jax.Array
     graphdef: Any  # the model's structure, to merge with parameters
 
 
 def setup_training(config: ml_collections.ConfigDict, mesh) -> Training:
-    """Builds the model and optimizer abstractly, shards them by rule, and jits init and step."""
+    """Builds the model and optimizer abstractly, shards them by rule, and jits the step."""
     tx = optimizer.make_optimizer(config)
     schedule = optimizer.learning_rate_schedule(config.optim, config.train.num_steps)
-    graphdef, logical_specs = sharding.model_structure(config)
-    seed_key = jax.random.key_data(jax.random.key(config.seed))
-    abstract_state = jax.eval_shape(functools.partial(init_state, config, tx), seed_key)
-    shardings = state_shardings(
-        abstract_state, logical_specs, config.mesh.logical_axis_rules, mesh)
+    graphdef, _ = state_lib.model_structure(config)
+    sharded = state_lib.sharded_state(config, tx, mesh)
     step = jax.jit(
         functools.partial(train_step, graphdef=graphdef, tx=tx, schedule=schedule,
                           config=config),
-        in_shardings=(shardings, sharding.batch_sharding(mesh)),
-        out_shardings=(shardings, sharding.replicated(mesh)),
+        in_shardings=(sharded.shardings, sharding.batch_sharding(mesh)),
+        out_shardings=(sharded.shardings, sharding.replicated(mesh)),
         donate_argnums=0)
-    return Training(
-        abstract_state=jax.tree.map(
-            lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-            abstract_state, shardings),
-        init=jax.jit(functools.partial(init_state, config, tx), out_shardings=shardings),
-        step=step,
-        seed_key=seed_key,
-        graphdef=graphdef)
+    return Training(sharded, step, state_lib.seed_key_of(config), graphdef)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
@@ -149,7 +107,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
     # Model, optimizer and update step: abstract shapes and shardings first, so
     # nothing is allocated unsharded; the step donates the state it replaces.
     training = setup_training(config, mesh)
-    num_params = sum(x.size for x in jax.tree.leaves(training.abstract_state["params"]))
+    num_params = sum(x.size for x in jax.tree.leaves(training.state.abstract["params"]))
     logging.info("%s variant: %.2fM parameters", config.variant, num_params / 1e6)
 
     # ----------------------------------------------------------------------------
@@ -157,13 +115,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
     checkpointer = checkpointing.Checkpointer(str(workdir / "checkpoints"), config.checkpoint)
     latest = checkpointer.latest_step()
     if latest is None:
-        state = training.init(training.seed_key)
+        state = training.state.init(training.seed_key)
         if config.init.checkpoint:
-            state["params"] = _initial_weights(config.init.checkpoint, state["params"],
-                                               training.abstract_state["params"])
+            state["params"] = state_lib.initial_params(
+                config.init.checkpoint, state["params"], training.state.abstract["params"])
     else:
         logging.info("resuming from the checkpoint of step %d", latest)
-        state = checkpointer.restore(latest, training.abstract_state, source)
+        state = checkpointer.restore(latest, training.state.abstract, source)
 
     # ----------------------------------------------------------------------------
     # Periodic retrieval evaluation: the sweep of --mode=eval on the live parameters.
@@ -171,7 +129,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
     if config.eval.every_steps:
         evaluator = evaluate.Evaluator(
             config, mesh, training.graphdef,
-            jax.tree.map(lambda x: x.sharding, training.abstract_state["params"]))
+            training.state.shardings["params"])
 
     # ----------------------------------------------------------------------------
     # The loop.
@@ -212,24 +170,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
         checkpointer.close()
         writer.close()
     return state
-
-
-def _initial_weights(path, fresh_params, abstract_params):
-    """`fresh_params` with every parameter the checkpoint at `path` holds replaced by its value.
-
-    Parameters the checkpoint lacks (a matching head the fine-tuning objective adds)
-    keep their fresh initialisation; the optimizer state is never read.
-    """
-    restored, missing, step = checkpointing.restore_params(
-        path, abstract_params, allow_missing=True)
-    logging.info("initial weights: step %d of %s%s", step, path,
-                 f"; fresh: {', '.join(missing)}" if missing else "")
-
-    def merge(fresh, loaded):
-        return {k: merge(v, loaded.get(k, {})) if isinstance(v, dict) else loaded.get(k, v)
-                for k, v in fresh.items()}
-
-    return merge(fresh_params, restored)
 
 
 class _IntervalTimer:

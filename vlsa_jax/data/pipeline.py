@@ -24,8 +24,8 @@ import simplejpeg
 from array_record.python import array_record_module
 
 from vlsa_jax.data import media, records
-from vlsa_jax.models.frames import VIDEO_CROP
-from vlsa_jax.models.vlsa import AUDIO, VIDEO
+from vlsa_jax.modalities import (
+    AUDIO, CAPTION_INDEX, CLIP_INDEX, TEXT_IDS, TEXT_MASK, VIDEO, VIDEO_CROP)
 
 
 def load_split(split_dir: str | pathlib.Path, config) -> list[str]:
@@ -244,9 +244,9 @@ class Preprocessor:
                 np.subtract(record.spectrogram, self._audio.norm_mean, out=spectrogram,
                             dtype=np.float32)
                 spectrogram /= self._audio.norm_std
-            if "text_ids" in arrays:
-                arrays["text_ids"][row] = record.text_ids[plan.caption]
-                arrays["text_mask"][row] = record.text_mask[plan.caption]
+            if TEXT_IDS in arrays:
+                arrays[TEXT_IDS][row] = record.text_ids[plan.caption]
+                arrays[TEXT_MASK][row] = record.text_mask[plan.caption]
         return arrays
 
     def _empty_batch(self, size: int) -> dict:
@@ -260,8 +260,8 @@ class Preprocessor:
         if "a" in self._modalities:
             arrays[AUDIO] = np.empty((size, audio.frames, audio.bins), np.float32)
         if "t" in self._modalities:
-            arrays["text_ids"] = np.empty((size, max_len), np.int32)
-            arrays["text_mask"] = np.empty((size, max_len), np.int32)
+            arrays[TEXT_IDS] = np.empty((size, max_len), np.int32)
+            arrays[TEXT_MASK] = np.empty((size, max_len), np.int32)
         return arrays
 
 
@@ -321,7 +321,7 @@ def evaluation_clips(config, split_dir, batch_size: int, process_index: int = 0,
     media_only = "".join(m for m in config.data.modalities if m in "av")
     preprocess = Preprocessor(config, media_only, training=False)
     items = split_source(config, split_dir).map_with_index(
-        lambda index, data: preprocess(data) | {"clip_index": np.int32(index)})
+        lambda index, data: preprocess(data) | {CLIP_INDEX: np.int32(index)})
     return _padded_batches(items, batch_size, process_index, process_count)
 
 
@@ -334,8 +334,8 @@ def evaluation_captions(config, split_dir, batch_size: int, process_index: int =
     captions = []
     for clip in range(len(source)):
         record = records.decode_record(source[clip])
-        captions += [{"text_ids": record.text_ids[k], "text_mask": record.text_mask[k],
-                      "clip_index": np.int32(clip), "caption_index": np.int32(k)}
+        captions += [{TEXT_IDS: record.text_ids[k], TEXT_MASK: record.text_mask[k],
+                      CLIP_INDEX: np.int32(clip), CAPTION_INDEX: np.int32(k)}
                      for k in range(len(record.captions))]
     items = grain.MapDataset.source(captions)
     return _padded_batches(items, batch_size, process_index, process_count)

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 import ml_collections
 import numpy as np
 
-from vlsa_jax.models.vlsa import AUDIO, VIDEO, modalities_of
+from vlsa_jax.modalities import AUDIO, TEXT_IDS, TEXT_MASK, VIDEO, modalities_of
 
 
 class BatchSource(Protocol):
@@ -77,8 +77,8 @@ def random_batch(config, index: int, modalities) -> dict[str, np.ndarray]:
         ids = rng.integers(first_word, t.vocab_size, (size, t.max_len), dtype=np.int32)
         lengths = rng.integers(2, t.max_len + 1, size)
         mask = (np.arange(t.max_len)[None, :] < lengths[:, None]).astype(np.int32)
-        batch["text_ids"] = ids * mask  # padding is id 0
-        batch["text_mask"] = mask
+        batch[TEXT_IDS] = ids * mask  # padding is id 0
+        batch[TEXT_MASK] = mask
     return batch
 
 

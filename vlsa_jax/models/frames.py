@@ -9,7 +9,6 @@ import jax
 import jax.numpy as jnp
 
 # Batch key: [B, 2] int32 (side of the crop in the canvas's top-left corner, flip 0/1).
-VIDEO_CROP = "video_crop"
 
 
 def resize_weights(side, canvas: int, size: int) -> jax.Array:

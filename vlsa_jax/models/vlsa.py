@@ -19,19 +19,11 @@ from vlsa_jax.models.embeddings import (
     patchify_video,
     valid_or_ones,
 )
-from vlsa_jax.models.frames import VIDEO_CROP, normalize_frames, resize_crops
+from vlsa_jax.modalities import AUDIO, MODALITIES, TEXT, TEXT_IDS, VIDEO, VIDEO_CROP, modalities_of
+from vlsa_jax.models.frames import normalize_frames, resize_crops
 from vlsa_jax.models.transformer import Stack, StackSpec, dense, layer_norm
 
-VIDEO, TEXT, AUDIO = "video", "text", "audio"
-# Order of the modalities in the joint sequence (paper Eq. 3).
-MODALITIES = (VIDEO, TEXT, AUDIO)
-_BY_LETTER = {"v": VIDEO, "t": TEXT, "a": AUDIO}
 GROUPINGS = ("avt", "vt", "at", "av", "none")
-
-
-def modalities_of(letters: str) -> tuple[str, ...]:
-    """'avt' -> ('video', 'text', 'audio'), in joint-sequence order."""
-    return tuple(m for m in MODALITIES if m[0] in letters)
 
 
 def modality_groups(grouping: str) -> tuple[tuple[str, ...], ...]:
@@ -107,8 +99,8 @@ def model_inputs(batch, config) -> dict[str, jax.Array]:
                                        config.video.patch)
     if AUDIO in batch:
         inputs[AUDIO] = patchify_audio(batch[AUDIO], config.audio.patch)
-    if "text_ids" in batch:
-        inputs[TEXT] = batch["text_ids"]
+    if TEXT_IDS in batch:
+        inputs[TEXT] = batch[TEXT_IDS]
     return inputs
 
 
@@ -116,7 +108,7 @@ class DecoderInput(nnx.Module):
     """Encoder width -> decoder width, the modality's mask token and decoder positions."""
 
     def __init__(self, grid, enc: StackSpec, dec: StackSpec, *, rngs: nnx.Rngs):
-        self.proj = dense(enc.width, dec.width, ("embed", "embed"), dec, rngs)
+        self.proj = dense(enc.width, dec.width, ("embed", None), dec, rngs)
         self.mask_token = nnx.Param(
             nnx.with_partitioning(nnx.initializers.normal(dec.init_std), ("embed",))(
                 rngs.params(), (dec.width,)))
@@ -134,7 +126,7 @@ class MLMHead(nnx.Module):
     """BERT's masked-token head: dense, GELU, LayerNorm, then logits over the vocabulary."""
 
     def __init__(self, dec: StackSpec, vocab_size: int, *, rngs: nnx.Rngs):
-        self.transform = dense(dec.width, dec.width, ("embed", "embed"), dec, rngs)
+        self.transform = dense(dec.width, dec.width, ("embed", None), dec, rngs)
         self.norm = layer_norm(dec.width, dec, rngs)
         self.logits = dense(dec.width, vocab_size, ("embed", "vocab"), dec, rngs)
 

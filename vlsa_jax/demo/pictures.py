@@ -22,9 +22,10 @@ from absl import logging
 from flax import nnx
 from sklearn.manifold import TSNE
 
-from vlsa_jax import checkpointing, eval_protocol, evaluate, sharding
+from vlsa_jax import eval_protocol, evaluate, export, state
 from vlsa_jax.data import pipeline, records
-from vlsa_jax.models.vlsa import AUDIO, TEXT, VIDEO, model_inputs, token_grids
+from vlsa_jax.modalities import AUDIO, TEXT, TEXT_MASK, VIDEO
+from vlsa_jax.models.vlsa import model_inputs, token_grids
 from vlsa_jax.objective import mask_modalities
 
 matplotlib.use("Agg")  # files only: no display needed, none opened
@@ -70,7 +71,7 @@ def draw_all(config, workdir) -> list[pathlib.Path]:
         logging.info("no reconstructions.png or tsne.png: config.eval.splits is empty")
         return written
     split = specs[0]
-    run = restore_on_one_device(config, workdir)
+    run = state.load_params(config, workdir, one_device=True)
     if config.loss.lpmm:
         written.append(draw_reconstructions(run, split.path, out / "reconstructions.png"))
     else:
@@ -164,31 +165,6 @@ def draw_chance_multiple(ax, series, recall_keys) -> None:
 
 
 # ----------------------------------------------------------------------------------
-# The restored model.
-
-
-@dataclasses.dataclass
-class RestoredRun:
-    """A checkpoint's parameters on a one-device mesh, with the config they go with."""
-
-    config: object  # the run's config, its mesh set to one device
-    mesh: jax.sharding.Mesh
-    graphdef: nnx.GraphDef
-    params: dict
-    step: int
-
-
-def restore_on_one_device(config, workdir) -> RestoredRun:
-    """The newest checkpoint of `workdir`: a handful of clips needs no more than one device."""
-    config = config.copy_and_resolve_references()
-    config.mesh.data = config.mesh.fsdp = config.mesh.tensor = 1
-    mesh = sharding.make_mesh(config.mesh, jax.devices()[:1])
-    graphdef, abstract = sharding.sharded_abstract_params(config, mesh)
-    params, _, step = checkpointing.restore_params(workdir, abstract)
-    return RestoredRun(config, mesh, graphdef, params, step)
-
-
-# ----------------------------------------------------------------------------------
 # Reconstructions.
 
 
@@ -207,7 +183,7 @@ def masked_reconstructions(params, batch, key, *, graphdef, config):
     """
     model = nnx.merge(graphdef, params)
     inputs = model_inputs(batch, config)
-    text_valid = batch["text_mask"].astype(bool) if TEXT in inputs else None
+    text_valid = batch[TEXT_MASK].astype(bool) if TEXT in inputs else None
     masked = mask_modalities(model, inputs, text_valid, key, config)
     joint = model.encode({m: (mm.tokens, mm.valid) for m, mm in masked.items()})
     return {m: (masked[m].loss_mask,
@@ -256,7 +232,7 @@ def audio_pixel_mask(mask, config) -> np.ndarray:
                          t=token_grids(config)[AUDIO][0], p1=p, p2=p)
 
 
-def draw_reconstructions(run: RestoredRun, split_dir, path: pathlib.Path) -> pathlib.Path:
+def draw_reconstructions(run: state.LoadedParams, split_dir, path: pathlib.Path) -> pathlib.Path:
     """Rows: clips. Per modality (spectrogram, then frames): masked input, the input's
     visible patches with the decoder's prediction in the dropped ones, target."""
     config = run.config
@@ -327,21 +303,17 @@ class VideoTextEmbeddings:
 def read_exported(workdir, split_name: str) -> VideoTextEmbeddings | None:
     """The split's embeddings as `vlsa_jax.export` wrote them, or None if it did not."""
     export_dir = pathlib.Path(workdir) / "export"
-    video, text, ids = (export_dir / f"{split_name}_{name}"
-                        for name in ("video.npy", "text.npy", "ids.json"))
-    if not (video.exists() and text.exists() and ids.exists()):
+    if not export.has_split(export_dir, split_name):
         return None
-    ids = json.loads(ids.read_text())
-    row_of = {clip: i for i, clip in enumerate(ids["clips"])}
-    manifest = export_dir / "manifest.json"
-    step = json.loads(manifest.read_text())["step"] if manifest.exists() else "?"
+    exported = export.read(export_dir, split_name)
+    if not {VIDEO, TEXT} <= set(exported.embeddings):
+        return None
     return VideoTextEmbeddings(
-        np.load(video, allow_pickle=False), np.load(text, allow_pickle=False),
-        np.array([row_of[clip] for clip, _ in ids["text"]], dtype=int),
-        f"exported embeddings, step {step}")
+        exported.embeddings[VIDEO], exported.embeddings[TEXT], exported.text_clip_rows(),
+        f"exported embeddings, step {exported.step}")
 
 
-def video_and_text_embeddings(run: RestoredRun, workdir, split) -> VideoTextEmbeddings | None:
+def video_and_text_embeddings(run: state.LoadedParams, workdir, split) -> VideoTextEmbeddings | None:
     """The split's exported embeddings if there are, else embedded here.
 
     None (and the reason logged) when the run or the split has no video or no text.
@@ -354,8 +326,7 @@ def video_and_text_embeddings(run: RestoredRun, workdir, split) -> VideoTextEmbe
         logging.info("no tsne.png: %s with data.modalities %r has no video or no text",
                      split.path, run.config.data.modalities)
         return None
-    shardings = jax.tree.map(lambda x: x.sharding, run.params)
-    embedder = evaluate.Embedder(run.config, run.mesh, run.graphdef, shardings)
+    embedder = evaluate.Embedder(run.config, run.mesh, run.graphdef, run.shardings)
     embedded = embedder.split(run.params, split.path, "vt")
     return VideoTextEmbeddings(embedded.clips[VIDEO], embedded.captions, embedded.caption_clip,
                                f"step {run.step}")

@@ -1,5 +1,8 @@
 """The demo run of `configs/demo.py`: corpus -> records -> pre-training -> sweep -> export.
 
+`run_mode` is the config's runner (`config.runner`): `--mode=train` runs the whole demo,
+`--mode=eval` and `--mode=export` the core's jobs on the demo's prepared splits.
+
 Every stage is the project's own code path for real data, and every stage reuses what
 an earlier run left: the corpus and records are kept, training resumes from the latest
 checkpoint (and does nothing once it has reached `train.num_steps`).
@@ -13,8 +16,10 @@ import jax
 import numpy as np
 from absl import logging
 
-from vlsa_jax import evaluate, export, metrics, probe, train
-from vlsa_jax.data import prepare, records, synthetic
+from vlsa_jax import evaluate, export, jobs, metrics, train
+from vlsa_jax.data import prepare, records
+from vlsa_jax.demo import probe, synthetic
+from vlsa_jax.modalities import AUDIO, VIDEO
 
 # The records' splits: (annotation file stem, split key). The shifted sync_hard copies
 # are their own split: the originals' audio distractors.
@@ -70,15 +75,6 @@ def chance_r1(scores: dict[str, float]) -> dict[str, float]:
             if key.endswith("/num_gallery") and not key.startswith("dual_softmax/")}
 
 
-def exported_clips(export_dir: pathlib.Path, split: str) -> list[str]:
-    """The clip id of each video/audio row that `vlsa_jax.export` wrote for `split`."""
-    return json.loads((export_dir / f"{split}_ids.json").read_text())["clips"]
-
-
-def exported(export_dir: pathlib.Path, split: str, modality: str) -> np.ndarray:
-    return np.load(export_dir / f"{split}_{modality}.npy", allow_pickle=False)
-
-
 def synchrony_test(export_dir: pathlib.Path) -> dict[str, float]:
     """How far video->audio on sync_hard relies on timing, from the exported embeddings.
 
@@ -90,11 +86,12 @@ def synchrony_test(export_dir: pathlib.Path) -> dict[str, float]:
     audios, where the sweep's sync_hard v2a R@1 counts its own audio first. A model
     blind to timing in its video alone, not its audio, puts either first as often.
     """
-    ids = exported_clips(export_dir, "sync_hard")
-    row = {clip: i for i, clip in enumerate(exported_clips(export_dir, synthetic.SHIFTED_SPLIT))}
-    twins = exported(export_dir, synthetic.SHIFTED_SPLIT, "audio")[
-        [row[clip + synthetic.SHIFTED_SUFFIX] for clip in ids]]
-    video, audio = (exported(export_dir, "sync_hard", m) for m in ("video", "audio"))
+    originals = export.read(export_dir, "sync_hard")
+    copies = export.read(export_dir, synthetic.SHIFTED_SPLIT)
+    ids = originals.clips
+    row = {clip: i for i, clip in enumerate(copies.clips)}
+    twins = copies.embeddings[AUDIO][[row[clip + synthetic.SHIFTED_SUFFIX] for clip in ids]]
+    video, audio = originals.embeddings[VIDEO], originals.embeddings[AUDIO]
     own, twin = (video * audio).sum(axis=1), (video * twins).sum(axis=1)
     labels = np.arange(len(ids))
     alone = metrics.retrieval_metrics(metrics.ranks(video @ audio.T, labels, labels))["R@1"]
@@ -113,10 +110,11 @@ def attribute_probe(export_dir: pathlib.Path, corpus_dir: pathlib.Path,
     audio embeddings of `split` (probe.probe_attributes)."""
     rows = (json.loads(line) for line in (corpus_dir / f"{split}.jsonl").read_text().splitlines())
     attributes = {row["id"]: row["attributes"] for row in rows}
-    clips = exported_clips(export_dir, split)
+    exported = export.read(export_dir, split)
     return probe.probe_attributes(
-        {m: exported(export_dir, split, m) for m in ("video", "audio")},
-        {name: [attributes[clip][name] for clip in clips] for name in PROBED_ATTRIBUTES})
+        {m: exported.embeddings[m] for m in (VIDEO, AUDIO)},
+        {name: [attributes[clip][name] for clip in exported.clips]
+         for name in PROBED_ATTRIBUTES})
 
 
 def summary(results, sync, probed, seconds: dict[str, float], workdir: pathlib.Path) -> str:
@@ -165,7 +163,7 @@ def run(config, workdir: str) -> dict[str, dict[str, float]]:
     seconds["evaluation and export"] = time.perf_counter() - start
 
     if config.demo.pictures and jax.process_index() == 0:
-        from vlsa_jax import pictures  # matplotlib only when drawing
+        from vlsa_jax.demo import pictures  # matplotlib only when drawing
 
         start = time.perf_counter()
         pictures.draw_all(config, workdir)
@@ -179,3 +177,12 @@ def run(config, workdir: str) -> dict[str, dict[str, float]]:
              "corpus": dataclasses.asdict(corpus_options(config.demo))}, indent=2))
     logging.info("demo done")
     return results
+
+
+def run_mode(config, workdir: str, mode: str):
+    """The runner of configs/demo.py: the whole demo to train, else the core's job on its
+    prepared splits (whose audio statistics the model was trained with)."""
+    if mode == "train":
+        return run(config, workdir)
+    configure(config, data_dir(config, workdir) / "records")
+    return jobs.run_core(config, workdir, mode)

@@ -1,8 +1,8 @@
 r"""The paper's ablations in miniature: one grid of runs on the demo corpus, one table.
 
-    python -m vlsa_jax.sweep --config=configs/demo.py --grid=table5 --workdir=DIR
-    python -m vlsa_jax.sweep --config=configs/demo.py --grid=modalities --workdir=DIR
-    python -m vlsa_jax.sweep --config=configs/demo.py:steps=300 --grid=decoder \
+    python -m vlsa_jax.demo.sweep --config=configs/demo.py --grid=table5 --workdir=DIR
+    python -m vlsa_jax.demo.sweep --config=configs/demo.py --grid=modalities --workdir=DIR
+    python -m vlsa_jax.demo.sweep --config=configs/demo.py:steps=300 --grid=decoder \
         --rows=avt,none --config.optim.lr=5e-4 --workdir=DIR
 
 Grids (`GRIDS`): `table5`, the pre-training objectives of the paper's Table 5 (`none`
@@ -25,7 +25,6 @@ The sweep is one process, on the devices it sees.
 import copy
 import dataclasses
 import json
-import logging as std_logging
 import pathlib
 import shlex
 import sys
@@ -37,7 +36,8 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from vlsa_jax import demo, evaluate, sharding, train
+from vlsa_jax import cli, evaluate, sharding, state, train
+from vlsa_jax.demo import run as demo
 from vlsa_jax.config_validation import validate_config
 from vlsa_jax.models.vlsa import GROUPINGS
 
@@ -120,12 +120,12 @@ def initial_params(config):
     """The parameters training starts from (`config.seed`), initialised into their shardings."""
     validate_config(config, jax.device_count())
     training = train.setup_training(config, sharding.make_mesh(config.mesh))
-    return training.init(training.seed_key)["params"]
+    return training.state.init(training.seed_key)["params"]
 
 
 def score_params(config, params, step: int, row_dir: pathlib.Path) -> None:
     """Scores `params` on `config.eval.splits`: row_dir/eval/<split>/metrics.json of `step`."""
-    graphdef, _ = sharding.model_structure(config)
+    graphdef, _ = state.model_structure(config)
     evaluator = evaluate.Evaluator(config, sharding.make_mesh(config.mesh), graphdef,
                                    jax.tree.map(lambda x: x.sharding, params))
     evaluate.log_table(evaluator.run(params, step, row_dir))
@@ -289,11 +289,8 @@ FLAGS = flags.FLAGS
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    sharding.enlarge_cpu_thread_pool()
-    # Orbax logs every stage of every save at INFO; keep its warnings and errors only.
-    logging.get_absl_handler().addFilter(
-        lambda record: record.levelno >= std_logging.WARNING or "/orbax/" not in record.pathname)
-    command = shlex.join(["python", "-m", "vlsa_jax.sweep", *sys.argv[1:]])
+    cli.setup_process()
+    command = shlex.join(["python", "-m", "vlsa_jax.demo.sweep", *sys.argv[1:]])
     run_grid(FLAGS.config, FLAGS.grid, FLAGS.workdir, FLAGS.rows, command)
 
 

@@ -1,6 +1,6 @@
 r"""SyncShapes: a synthetic video-audio-text corpus whose sounds are synchronised with the picture.
 
-    python -m vlsa_jax.data.synthetic --output_dir=data/sync_shapes --num_workers=4
+    python -m vlsa_jax.demo.synthetic --output_dir=data/sync_shapes --num_workers=4
     python -m vlsa_jax.data.prepare --dataset=generic --annotations=data/sync_shapes/train.jsonl \
         --media_dir=data/sync_shapes --output_dir=data/sync_shapes_records --split=train
 
