@@ -4,7 +4,7 @@ r"""The demo: SyncShapes generated, prepared, pre-trained on, evaluated and expo
     python -m vlsa_jax.demo --workdir=workdirs/demo    # the same
 
 One command runs everything (vlsa_jax/demo/run.py, named by `config.runner`): it writes the SyncShapes corpus
-(vlsa_jax/demo/synthetic.py) under `demo.data_dir` (default WORKDIR/data), prepares its
+(vlsa_jax/demo/corpus.py) under `demo.data_dir` (default WORKDIR/data), prepares its
 train, test and sync_hard splits into records with the same code as real datasets (a
 WordPiece trained on the train captions), pre-trains with LPMM + GAM, runs the retrieval
 sweep on test and on sync_hard (the time-shifted audio as distractors), exports the
@@ -46,6 +46,7 @@ def get_config(arg=None):
         # curves show retrieval being learnt; eval.every_steps once the splits exist.
         eval_every_steps=100,
         pictures=True)
+    config.result_neutral_fields += ("demo.data_dir", "demo.workers", "demo.pictures")
 
     m = config.model
     if arg.quick:

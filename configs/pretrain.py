@@ -7,8 +7,10 @@ r"""VLSA pre-training: the paper's configuration and smaller variants.
 Variants: `base` is the paper (ViT-B encoder 12x768x12, decoder 8x512x16, 8 frames
 of 224x224, a 256x256 spectrogram, 40 text tokens); `small` a ViT-S encoder on the
 same inputs; `tiny` a few-layer model on small inputs, for tests and laptops.
-Every field the code reads is declared here; the config is validated before any
-work starts (vlsa_jax/config_validation.py).
+Every field the code reads is declared here, and its default's type, the same in
+every variant, is the field's type; the config is validated against them before any
+work starts (vlsa_jax/config_validation.py). Fields that do not change a run's results
+are marked beside their declarations, in `result_neutral_fields`.
 """
 import ml_collections
 
@@ -57,6 +59,10 @@ def get_config(arg=None):
     # 'module:function' that runs this config's jobs in place of the core's train, eval
     # and export (a project on top of the core, e.g. the demo); '' runs the core's.
     config.runner = ""
+    # Fields that locate the data or set throughput, logging and saving, not what a run
+    # learns or scores: a sweep reuses a finished run whatever their values. Each section
+    # marks its own below; the runner only picks which jobs run, and this list is no result.
+    config.result_neutral_fields = ("runner", "result_neutral_fields")
 
     config.model = ml_collections.ConfigDict()
     config.model.width = size["width"]
@@ -161,6 +167,7 @@ def get_config(arg=None):
     config.data.shuffle_seed = 0
     config.data.workers = 8 if not tiny else 0  # grain worker processes per host
     config.data.read_threads = 8 if not tiny else 2
+    config.result_neutral_fields += ("data.train_split", "data.workers", "data.read_threads")
 
     config.train = ml_collections.ConfigDict()
     config.train.batch_size = (8 if tiny else 2048) if arg.batch_size == -1 else arg.batch_size
@@ -169,6 +176,7 @@ def get_config(arg=None):
     config.train.stop_after_steps = -1
     config.train.log_every_steps = 10 if tiny else 50
     config.train.on_nonfinite = "error"  # 'error' | 'skip' (drop the update, count it)
+    config.result_neutral_fields += ("train.stop_after_steps", "train.log_every_steps")
 
     config.optim = ml_collections.ConfigDict()
     config.optim.lr = 1e-3 if tiny else 1e-4
@@ -214,6 +222,7 @@ def get_config(arg=None):
     # --mode=eval/export: this checkpoint (a run's workdir, checkpoints folder or one
     # step's folder); '': the newest checkpoint of --workdir.
     config.eval.checkpoint = ""
+    config.result_neutral_fields += ("eval.splits", "eval.batch_size", "eval.block_size")
 
     config.init = ml_collections.ConfigDict()
     # Start training from these weights (a workdir, checkpoints folder or step folder);
@@ -224,4 +233,6 @@ def get_config(arg=None):
     config.checkpoint.every_steps = 50 if tiny else 1_000
     config.checkpoint.keep = 3
     config.checkpoint.async_save = True
+    config.result_neutral_fields += (
+        "checkpoint.every_steps", "checkpoint.keep", "checkpoint.async_save")
     return config

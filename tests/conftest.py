@@ -31,6 +31,12 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 flags.FLAGS.mark_as_parsed()
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "slow: runs a command, the demo or the sweep end to end (deselect with "
+        "-m 'not slow')")
+
+
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory):
     """(config, workdir, records) of the tiny model trained 2 steps on a prepared 6-clip split.

@@ -1,6 +1,8 @@
 """The shipped config variants validate, and each kind of bad config names its field."""
 import pathlib
 import pickle
+import sys
+import types
 
 import ml_collections
 import pytest
@@ -86,6 +88,10 @@ def _shift_of_joint_features(config):
     config.gam.features = "joint"
 
 
+def _mark_undeclared_field_neutral(config):
+    config.result_neutral_fields += ("data.wrokers",)
+
+
 @pytest.mark.parametrize("variant", ["base", "small", "tiny"])
 @pytest.mark.parametrize("num_devices", [8, 1])
 def test_variants_validate(variant, num_devices):
@@ -156,6 +162,9 @@ _BAD_CONFIGS = [
     ("string_as_bool", _set("loss.gam", "false"), 8, "loss.gam"),
     ("bad_token_ids_type", _set("text.special_token_ids", (0, "1")), 8,
      "text.special_token_ids"),
+    ("bad_shift_type", _set("gam.shifted_audio_negatives", ("a", "b")), 8,
+     "gam.shifted_audio_negatives"),
+    ("neutral_mark_of_no_field", _mark_undeclared_field_neutral, 8, "result_neutral_fields"),
     ("bad_axis_rule", _set("mesh.logical_axis_rules", (("embed", "tensr"),)), 8,
      "mesh.logical_axis_rules"),
     ("axis_rule_not_pair", _set("mesh.logical_axis_rules", (("embed",),)), 8,
@@ -215,6 +224,52 @@ def test_bad_config_names_field(edit, num_devices, field):
     # The colon keeps 'mesh' from matching 'mesh.data'.
     assert str(error.value).startswith(f"{field}: "), str(error.value)
     assert error.value.field == field
+
+
+# A project's config file: the core's fields and a section of its own.
+_PROJECT_CONFIG = """
+from vlsa_jax import config_lib
+
+
+def get_config(arg=None):
+    config = config_lib.load_config_module({core!r}).get_config("variant=tiny")
+    config.runner = "project_runner:run"
+    config.project = dict(steps=1, scale=0.5)
+    return config
+"""
+
+
+@pytest.fixture
+def project_config(tmp_path, monkeypatch):
+    """The config of a project whose runner's module names its config file."""
+    config_file = tmp_path / "project.py"
+    config_file.write_text(_PROJECT_CONFIG.format(core=str(_CONFIG_PATH)))
+    runner = types.ModuleType("project_runner")
+    runner.CONFIG_FILE = config_file
+    monkeypatch.setitem(sys.modules, "project_runner", runner)
+    return config_lib.load_config_module(config_file).get_config()
+
+
+def test_runner_section_typed_by_its_config_file(project_config):
+    validate_config(project_config, 8)
+    project_config.project.scale = 1  # an int is a float
+    validate_config(project_config, 8)
+    with project_config.ignore_type():
+        project_config.project.steps = "x"
+    with pytest.raises(ConfigError, match="^project.steps: expected int, got str 'x'$"):
+        validate_config(project_config, 8)
+
+
+@pytest.mark.parametrize("runner, message", [
+    ("", "project.scale: unknown field"),
+    ("os:getcwd", "project.scale: unknown field"),  # a module that declares no section
+    ("no_such_project:run", "runner: 'no_such_project:run': No module named 'no_such_project'"),
+])
+def test_runner_section_needs_its_runner(project_config, runner, message):
+    project_config.runner = runner
+    with pytest.raises(ConfigError) as error:
+        validate_config(project_config, 8)
+    assert str(error.value) == message
 
 
 def test_batch_error_message():

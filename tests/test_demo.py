@@ -27,6 +27,7 @@ def test_demo_config_is_valid_and_sized_for_a_cpu():
     assert not config.video.random_flip  # captions say left and right
 
 
+@pytest.mark.slow
 def test_demo_runs_every_stage_and_reuses_them(tmp_path, capsys):
     config = load_config("demo.py", _SMALLEST)
     config.demo.workers = 1
@@ -69,6 +70,7 @@ def test_demo_runs_every_stage_and_reuses_them(tmp_path, capsys):
     assert steps == [2]  # not trained again
 
 
+@pytest.mark.slow
 def test_the_quick_demo_learns(tmp_path):
     """The reduced demo, run as a user runs it (one device, about 1.5 minutes on 2 cores),
     retrieves well above chance: text->video, text->audio and video->audio."""
@@ -88,9 +90,11 @@ def _write_sync_exports(directory, video, audio, twins):
     shifted = [c + "_shifted" for c in clips][::-1]  # the copies' own order
     for split, ids, arrays in (("sync_hard", clips, {"video": video, "audio": audio}),
                                ("sync_hard_shifted", shifted, {"audio": twins[::-1]})):
-        (directory / f"{split}_ids.json").write_text(json.dumps({"clips": ids}))
+        (directory / f"{split}_ids.json").write_text(
+            json.dumps({"clips": ids, "text": [], "captions": []}))
         for name, array in arrays.items():
             np.save(directory / f"{split}_{name}.npy", array.astype(np.float32))
+    (directory / "manifest.json").write_text(json.dumps({"step": 1}))
 
 
 def test_synchrony_test_tells_the_own_audio_from_its_shifted_copy(tmp_path):

@@ -5,8 +5,11 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from tests.helpers import ROOT, child_env
+
+pytestmark = pytest.mark.slow
 
 
 def _metrics(workdir):

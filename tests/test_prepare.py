@@ -90,6 +90,7 @@ def test_missing_audio_as_silence_is_an_explicit_option(tmp_path):
     assert record.audio_valid == (0, 0)
 
 
+@pytest.mark.slow
 def test_cli_reports_counts_and_exit_status(tmp_path):
     annotations = write_corpus(tmp_path)
     result = subprocess.run(

@@ -113,6 +113,7 @@ class _FakeRuns:
         (out / "metrics.json").write_text(json.dumps({"step": step} | _fake_scores(step)))
 
 
+@pytest.mark.slow
 def test_finished_rows_are_reused_and_unfinished_ones_run(tmp_path, monkeypatch):
     runs = _FakeRuns(monkeypatch, tmp_path / "records")
     config = _demo_config()
@@ -145,6 +146,7 @@ def test_finished_rows_are_reused_and_unfinished_ones_run(tmp_path, monkeypatch)
         sweep.run_grid(config, "table5", tmp_path, ["lpm"])
 
 
+@pytest.mark.slow
 def test_two_rows_of_table5_for_real_then_from_the_command_line(tmp_path):
     # In process, on the 8 fake devices: test_demo.py's programs are compiled already.
     config = _demo_config()

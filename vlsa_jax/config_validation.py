@@ -5,141 +5,35 @@ a loss switched off by mistake should fail in a second, with the field named,
 rather than after compilation or hours into a run. `validate_config` checks, in
 order: the config's fields and their types, enumerations, ranges, divisibility,
 the device mesh and the batch, then combinations of settings.
+
+The fields and their types are declared once, by the defaults of a config file: the
+core's in configs/pretrain.py, a project's own sections (a config whose `runner` is
+'module:function') in the file its runner's module names as `CONFIG_FILE`. This module
+holds only what a default cannot say: choices, ranges, divisibility and cross-field rules.
 """
+import functools
+import importlib
 import math
 import numbers
+import pathlib
 import typing
 from collections.abc import Sequence
 from typing import Any
 
 import ml_collections
 
-from vlsa_jax import eval_protocol
+from vlsa_jax import config_lib, eval_protocol
 from vlsa_jax.config_lib import ConfigError
 from vlsa_jax.sharding import MESH_AXES, resolve_mesh_shape
 from vlsa_jax.models.transformer import ATTENTION_IMPLS, REMAT_POLICY_NAMES
 from vlsa_jax.modalities import modalities_of
 from vlsa_jax.models.vlsa import GROUPINGS, global_pairs, modality_groups
 
+# Declares every field the core reads, with its default.
+_CORE_CONFIG = pathlib.Path(__file__).resolve().parents[1] / "configs" / "pretrain.py"
 _AXIS_RULES = "mesh.logical_axis_rules"
-
-# Every field the code reads, with its type. An int is accepted where a float
-# is expected; a bool is never accepted as a number.
-_FIELD_TYPES: dict[str, Any] = {
-    "variant": str,
-    "seed": int,
-    "dtype": str,
-    "runner": str,
-    "model.width": int,
-    "model.depth": int,
-    "model.num_heads": int,
-    "model.mlp_dim": int,
-    "model.decoder_width": int,
-    "model.decoder_depth": int,
-    "model.decoder_num_heads": int,
-    "model.decoder_mlp_dim": int,
-    "model.layer_norm_eps": float,
-    "model.qkv_bias": bool,
-    "model.init_std": float,
-    "model.remat_policy": str,
-    "model.attention_impl": str,
-    "model.joint_modalities": str,
-    "model.decoder_sharing": str,
-    "video.num_frames": int,
-    "video.size": int,
-    "video.patch": int,
-    "video.stored_frames": int,
-    "video.stored_short_side": int,
-    "video.min_crop_scale": float,
-    "video.random_flip": bool,
-    "video.mean": tuple[float, ...],
-    "video.std": tuple[float, ...],
-    "audio.frontend": str,
-    "audio.sample_rate": int,
-    "audio.n_fft": int,
-    "audio.hop": int,
-    "audio.clip_samples": int,
-    "audio.norm_mean": float,
-    "audio.norm_std": float,
-    "audio.frames": int,
-    "audio.bins": int,
-    "audio.patch": int,
-    "text.tokenizer": str,
-    "text.max_len": int,
-    "text.vocab_size": int,
-    "text.mask_token_id": int,
-    "text.special_token_ids": tuple[int, ...],
-    "masking.video_ratio": float,
-    "masking.audio_ratio": float,
-    "masking.text_ratio": float,
-    "loss.lpmm": bool,
-    "loss.gam": bool,
-    "loss.vtm": bool,
-    "loss.matching": bool,
-    "loss.lambda_global": float,
-    "loss.temperature": float,
-    "loss.learnable_temperature": bool,
-    "loss.patch_reduction": str,
-    "gam.features": str,
-    "gam.masked_inputs": bool,
-    "gam.shifted_audio_negatives": tuple[float, ...],
-    "gam.reversed_video_negatives": bool,
-    "matching.head": str,
-    "matching.negatives": str,
-    "data.source": str,
-    "data.modalities": str,
-    "data.train_split": str,
-    "data.shuffle_seed": int,
-    "data.workers": int,
-    "data.read_threads": int,
-    "train.batch_size": int,
-    "train.num_steps": int,
-    "train.stop_after_steps": int,
-    "train.log_every_steps": int,
-    "train.on_nonfinite": str,
-    "optim.lr": float,
-    "optim.weight_decay": float,
-    "optim.b1": float,
-    "optim.b2": float,
-    "optim.warmup_steps": int,
-    "optim.schedule": str,
-    "optim.grad_clip": float,
-    "mesh.data": int,
-    "mesh.fsdp": int,
-    "mesh.tensor": int,
-    "eval.splits": str,
-    "eval.directions": str,
-    "eval.caption_mode": str,
-    "eval.protocol": str,
-    "eval.batch_size": int,
-    "eval.block_size": int,
-    "eval.dual_softmax": bool,
-    "eval.dual_softmax_temperature": float,
-    "eval.every_steps": int,
-    "eval.checkpoint": str,
-    "init.checkpoint": str,
-    "checkpoint.every_steps": int,
-    "checkpoint.keep": int,
-    "checkpoint.async_save": bool,
-}
-
-# Sections only some configs have (configs/demo.py), checked when present.
-_OPTIONAL_FIELD_TYPES: dict[str, dict[str, Any]] = {
-    "demo": {
-        "demo.data_dir": str,
-        "demo.seed": int,
-        "demo.num_train": int,
-        "demo.num_test": int,
-        "demo.num_sync_hard": int,
-        "demo.seconds": float,
-        "demo.fps": int,
-        "demo.frame_size": int,
-        "demo.sample_rate": int,
-        "demo.workers": int,
-        "demo.eval_every_steps": int,
-        "demo.pictures": bool,
-    },
-}
+# The item type of each tuple field whose default is empty, which the default cannot show.
+_EMPTY_TUPLE_ITEMS = {"gam.shifted_audio_negatives": float}
 
 _CHOICES: dict[str, Sequence[str]] = {
     "dtype": ("float32", "bfloat16"),
@@ -233,7 +127,8 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None
     """Checks a run config against what the code supports and the devices at hand.
 
     Args:
-      config: the run config, as `configs/pretrain.py` builds it (overrides applied).
+      config: the run config, as `configs/pretrain.py` builds it (overrides applied), or a
+        config built on it with the sections of its runner's project.
       num_devices: the number of devices the mesh is built over.
 
     Raises:
@@ -265,11 +160,9 @@ def _check_audio_geometry(audio) -> None:
 
 
 def _check_fields(config) -> None:
-    """Every field known, present and of its type; the axis rules well formed."""
-    field_types = dict(_FIELD_TYPES)
-    for section, fields in _OPTIONAL_FIELD_TYPES.items():
-        if section in config:
-            field_types.update(fields)
+    """Every field declared, present and of its declared type; the axis rules well formed;
+    the fields marked result-neutral declared."""
+    field_types = _field_types(config)
     for path, _ in _leaves(config):
         if path not in field_types and path != _AXIS_RULES:
             raise ConfigError(path, "unknown field")
@@ -281,6 +174,46 @@ def _check_fields(config) -> None:
         if problem:
             raise ConfigError(path, problem)
     _check_axis_rules(_lookup(config, _AXIS_RULES))
+    for path in config.result_neutral_fields:
+        if path not in field_types:
+            raise ConfigError("result_neutral_fields", f"{path!r} is not a field")
+
+
+def _field_types(config) -> dict[str, Any]:
+    """dotted field -> type: the core's fields, and the sections that the config file
+    of the config's runner declares beyond them."""
+    field_types = dict(_declared_types(_CORE_CONFIG))
+    runner = _lookup(config, "runner")
+    if not isinstance(runner, str) or not runner:
+        return field_types
+    try:
+        # Imported by name, as jobs.run does: the core knows no project.
+        module = importlib.import_module(runner.partition(":")[0])
+    except ImportError as error:
+        raise ConfigError("runner", f"{runner!r}: {error}") from None
+    if not hasattr(module, "CONFIG_FILE"):
+        return field_types
+    core_sections = {path.split(".")[0] for path in field_types}
+    field_types.update(
+        (path, kind) for path, kind in _declared_types(module.CONFIG_FILE).items()
+        if path.split(".")[0] not in core_sections)
+    return field_types
+
+
+@functools.cache
+def _declared_types(config_file: pathlib.Path) -> dict[str, Any]:
+    """dotted field -> the type of its default in `config_file`'s `get_config()`."""
+    defaults = config_lib.load_config_module(config_file).get_config()
+    return {path: _type_of(path, default) for path, default in _leaves(defaults)
+            if path != _AXIS_RULES}
+
+
+def _type_of(path: str, default) -> Any:
+    """The type a default declares; a tuple's is typed by its items."""
+    if isinstance(default, tuple):
+        item = type(default[0]) if default else _EMPTY_TUPLE_ITEMS[path]
+        return tuple[item, ...]
+    return type(default)
 
 
 def _leaves(node, prefix: str = ""):

@@ -3,15 +3,11 @@ r"""The demo: `python -m vlsa_jax.main` with `--config=configs/demo.py` as the d
     python -m vlsa_jax.demo --workdir=workdirs/demo
     python -m vlsa_jax.demo --config=configs/demo.py:quick=true --workdir=workdirs/quick
 """
-import pathlib
-
 from absl import app
 
 from vlsa_jax import main
-
-# The repository's configs/demo.py (the package is installed in development mode).
-DEMO_CONFIG = pathlib.Path(__file__).resolve().parents[2] / "configs" / "demo.py"
+from vlsa_jax.demo import run
 
 if __name__ == "__main__":
-    main.FLAGS.set_default("config", str(DEMO_CONFIG))
+    main.FLAGS.set_default("config", str(run.CONFIG_FILE))
     app.run(main.main)

@@ -18,21 +18,26 @@ from absl import logging
 
 from vlsa_jax import evaluate, export, jobs, metrics, train
 from vlsa_jax.data import prepare, records
-from vlsa_jax.demo import probe, synthetic
+from vlsa_jax.demo import probe
+from vlsa_jax.demo.clip import (SHIFTED_SPLIT, SHIFTED_SUFFIX, TIMING_BLIND_V2A_R1,
+                                SyncShapesOptions)
+from vlsa_jax.demo.corpus import generate as generate_corpus
 from vlsa_jax.modalities import AUDIO, VIDEO
 
 # The records' splits: (annotation file stem, split key). The shifted sync_hard copies
 # are their own split: the originals' audio distractors.
 _SPLITS = (("train", "train"), ("test", "test"), ("sync_hard", "sync_hard"),
-           ("sync_hard", synthetic.SHIFTED_SPLIT))
+           ("sync_hard", SHIFTED_SPLIT))
 # What video and audio share in SyncShapes (the shape sets the timbre, the colour the
 # pitch, each bounce sounds a note), probed in their test embeddings.
 PROBED_ATTRIBUTES = ("shape", "colour", "bounces")
 CORPUS = "sync_shapes"  # the corpus's directory under demo.data_dir
+# The config file that declares the `demo` section (config validation types it from here).
+CONFIG_FILE = pathlib.Path(__file__).resolve().parents[2] / "configs" / "demo.py"
 
 
-def corpus_options(demo) -> synthetic.SyncShapesOptions:
-    return synthetic.SyncShapesOptions(
+def corpus_options(demo) -> SyncShapesOptions:
+    return SyncShapesOptions(
         seconds=demo.seconds, fps=demo.fps, size=demo.frame_size,
         sample_rate=demo.sample_rate, num_train=demo.num_train, num_val=0,
         num_test=demo.num_test, num_sync_hard=demo.num_sync_hard, seed=demo.seed)
@@ -41,7 +46,7 @@ def corpus_options(demo) -> synthetic.SyncShapesOptions:
 def prepare_corpus(config, directory: pathlib.Path) -> pathlib.Path:
     """Generates SyncShapes and prepares its splits (each step skipped if already done)."""
     corpus = directory / CORPUS
-    synthetic.generate(corpus, corpus_options(config.demo), num_workers=config.demo.workers)
+    generate_corpus(corpus, corpus_options(config.demo), num_workers=config.demo.workers)
     output = directory / "records"
     for stem, split in _SPLITS:
         if (output / split / records.MANIFEST).exists():
@@ -58,7 +63,7 @@ def configure(config, records_dir: pathlib.Path) -> None:
     during training); normalises audio with the train statistics."""
     train_manifest = records.Manifest.load(records_dir / "train")
     config.data.train_split = str(records_dir / "train")
-    shifted = records_dir / synthetic.SHIFTED_SPLIT
+    shifted = records_dir / SHIFTED_SPLIT
     # sync_hard scored with its shifted copies' audio as distractors; the copies on
     # their own too, so that their embeddings are exported for the synchrony test.
     config.eval.splits = (f"{records_dir / 'test'},{records_dir / 'sync_hard'}+{shifted}:a,"
@@ -87,10 +92,10 @@ def synchrony_test(export_dir: pathlib.Path) -> dict[str, float]:
     blind to timing in its video alone, not its audio, puts either first as often.
     """
     originals = export.read(export_dir, "sync_hard")
-    copies = export.read(export_dir, synthetic.SHIFTED_SPLIT)
+    copies = export.read(export_dir, SHIFTED_SPLIT)
     ids = originals.clips
     row = {clip: i for i, clip in enumerate(copies.clips)}
-    twins = copies.embeddings[AUDIO][[row[clip + synthetic.SHIFTED_SUFFIX] for clip in ids]]
+    twins = copies.embeddings[AUDIO][[row[clip + SHIFTED_SUFFIX] for clip in ids]]
     video, audio = originals.embeddings[VIDEO], originals.embeddings[AUDIO]
     own, twin = (video * audio).sum(axis=1), (video * twins).sum(axis=1)
     labels = np.arange(len(ids))
@@ -100,7 +105,7 @@ def synchrony_test(export_dir: pathlib.Path) -> dict[str, float]:
         video @ both.T, labels + len(ids), np.arange(2 * len(ids))))["R@1"]
     return {"twin_accuracy": float(100 * np.mean(own > twin)),
             "v2a_r1_without_copies": alone,
-            "timing_blind_r1": alone * synthetic.TIMING_BLIND_V2A_R1,
+            "timing_blind_r1": alone * TIMING_BLIND_V2A_R1,
             "twin_first_r1": twin_first}
 
 

@@ -45,13 +45,6 @@ from vlsa_jax.models.vlsa import GROUPINGS
 SPLIT = "test"
 # Written by the sweep in each row's directory: the row's run time and evaluated step.
 ROW_RECORD = "sweep_row.json"
-# Fields that locate the data or set throughput, logging and saving, not results: a
-# finished row is reused whatever their values.
-_RESULT_NEUTRAL_FIELDS = frozenset({
-    "demo.data_dir", "demo.workers", "demo.pictures", "data.train_split", "data.workers",
-    "data.read_threads", "train.stop_after_steps", "train.log_every_steps", "eval.splits",
-    "eval.batch_size", "eval.block_size", "checkpoint.every_steps", "checkpoint.keep",
-    "checkpoint.async_save"})
 # Table columns: (header, key of the test split's results).
 _COLUMNS = (("T→V R@1", "t2v/R@1"), ("R@5", "t2v/R@5"), ("R@10", "t2v/R@10"),
             ("T→A R@1", "t2a/R@1"), ("R@5", "t2a/R@5"), ("R@10", "t2a/R@10"),
@@ -162,14 +155,16 @@ def is_finished(config, row: Row, row_dir: pathlib.Path) -> bool:
     """Whether row_dir holds the row's results of its final step.
 
     Raises:
-      ValueError: it does, but of a config that differs in a field that changes results.
+      ValueError: it does, but of a config that differs in a field that changes results
+        (one that `config.result_neutral_fields` does not mark).
     """
     if _evaluated_step(row_dir) != final_step(config, row):
         return False
     saved = _flatten(json.loads((row_dir / "config.json").read_text()))
     current = _flatten(json.loads(json.dumps(config.to_dict())))
+    neutral = set(config.result_neutral_fields)
     differing = sorted(k for k in saved.keys() | current.keys()
-                       if k not in _RESULT_NEUTRAL_FIELDS and saved.get(k) != current.get(k))
+                       if k not in neutral and saved.get(k) != current.get(k))
     if differing:
         field = differing[0]
         raise ValueError(

@@ -11,11 +11,13 @@ import pytest
 
 from tests.helpers import load_config
 from vlsa_jax.data import media, prepare
-from vlsa_jax.demo import synthetic
+from vlsa_jax.demo.clip import (COLOURS, SHIFTED_SPLIT, SHIFTED_SUFFIX, SPLITS, SyncShapesOptions,
+                                sample_split, trajectory, walls)
+from vlsa_jax.demo.corpus import CORPUS_VERSION, OPTIONS_FILE, generate
+from vlsa_jax.demo.render import render_frames, wall_glow
 from vlsa_jax.data.datasets import read_annotations
 
-OPTIONS = synthetic.SyncShapesOptions(num_train=6, num_val=3, num_test=3, num_sync_hard=3,
-                                      seed=3)
+OPTIONS = SyncShapesOptions(num_train=6, num_val=3, num_test=3, num_sync_hard=3, seed=3)
 # A note's onset is found within this many seconds (5 ms envelope hops, AAC's smearing).
 ONSET_TOLERANCE_S = 0.02
 
@@ -23,7 +25,7 @@ ONSET_TOLERANCE_S = 0.02
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     directory = tmp_path_factory.mktemp("sync_shapes")
-    return directory, synthetic.generate(directory, OPTIONS)
+    return directory, generate(directory, OPTIONS)
 
 
 def _rows(path) -> list[dict]:
@@ -48,7 +50,7 @@ def _onsets(audio: np.ndarray, sample_rate: int) -> np.ndarray:
 
 def test_splits_read_with_the_generic_adapter(corpus):
     directory, annotations = corpus
-    assert list(annotations) == list(synthetic.SPLITS)
+    assert list(annotations) == list(SPLITS)
     for split, path in annotations.items():
         assert path == directory / f"{split}.jsonl"
         count = OPTIONS.num_clips(split)
@@ -60,8 +62,8 @@ def test_splits_read_with_the_generic_adapter(corpus):
     originals = read_annotations("generic", str(annotations["sync_hard"]), str(directory),
                                  "sync_hard")
     shifted = read_annotations("generic", str(annotations["sync_hard"]), str(directory),
-                               synthetic.SHIFTED_SPLIT)
-    assert [c.clip_id + synthetic.SHIFTED_SUFFIX for c in originals] == [c.clip_id for c in shifted]
+                               SHIFTED_SPLIT)
+    assert [c.clip_id + SHIFTED_SUFFIX for c in originals] == [c.clip_id for c in shifted]
     assert [c.captions for c in originals] == [c.captions for c in shifted]
 
 
@@ -81,7 +83,7 @@ def test_captions_are_distinct_within_each_split_and_name_the_clip(corpus):
 
 def test_no_two_clips_of_a_split_share_their_attributes():
     # Seed 1's 512 training clips draw repeated attributes that must be resampled.
-    specs = synthetic.sample_split("train", synthetic.SyncShapesOptions(seed=1))
+    specs = sample_split("train", SyncShapesOptions(seed=1))
     assert len({tuple(spec.attributes.values()) for spec in specs}) == len(specs)
     assert len({spec.caption for spec in specs}) == len(specs)
 
@@ -97,9 +99,9 @@ def test_clips_decode_to_the_requested_geometry(corpus):
 
 
 def test_shape_touches_a_wall_at_each_bounce():
-    for spec in synthetic.sample_split("train", OPTIONS):
-        (x_low, x_high), (y_low, y_high) = synthetic.walls(spec.shape, spec.radius, OPTIONS.size)
-        centres = synthetic.trajectory(spec, np.array(spec.bounce_times), OPTIONS.size)
+    for spec in sample_split("train", OPTIONS):
+        (x_low, x_high), (y_low, y_high) = walls(spec.shape, spec.radius, OPTIONS.size)
+        centres = trajectory(spec, np.array(spec.bounce_times), OPTIONS.size)
         gaps = np.abs(np.stack([centres[:, 0] - x_low, centres[:, 0] - x_high,
                                 centres[:, 1] - y_low, centres[:, 1] - y_high]))
         np.testing.assert_allclose(gaps.min(axis=0), 0, atol=1e-6)
@@ -107,31 +109,31 @@ def test_shape_touches_a_wall_at_each_bounce():
         between = np.linspace(0, OPTIONS.seconds, 401)
         between = between[np.abs(between[:, None] - np.array(spec.bounce_times)).min(
             axis=1, initial=np.inf) > 0.01]
-        centres = synthetic.trajectory(spec, between, OPTIONS.size)
+        centres = trajectory(spec, between, OPTIONS.size)
         assert np.all((centres[:, 0] > x_low) & (centres[:, 0] < x_high)
                       & (centres[:, 1] > y_low) & (centres[:, 1] < y_high))
 
 
 def test_first_frame_shows_the_shape_in_its_colour_at_its_start():
-    spec = synthetic.sample_split("val", OPTIONS)[0]
-    frame = synthetic.render_frames(spec, OPTIONS)[0]
+    spec = sample_split("val", OPTIONS)[0]
+    frame = render_frames(spec, OPTIONS)[0]
     x, y = (int(c) for c in spec.start)
-    np.testing.assert_array_equal(frame[y, x], synthetic.COLOURS[spec.colour].rgb)
+    np.testing.assert_array_equal(frame[y, x], COLOURS[spec.colour].rgb)
     assert frame.reshape(-1, 3).max(axis=1).min() < 60  # the background is dark
 
 
 def test_the_struck_wall_glows_around_each_bounce():
-    specs = [s for s in synthetic.sample_split("train", OPTIONS) if s.bounce_times][:20]
+    specs = [s for s in sample_split("train", OPTIONS) if s.bounce_times][:20]
     size, fps = OPTIONS.size, OPTIONS.fps
     times = np.arange(round(OPTIONS.seconds * fps)) / fps
     width = round(size / 16)
     for spec in specs:
-        glow = synthetic.wall_glow(spec, times, size)
-        frames = synthetic.render_frames(spec, OPTIONS).astype(np.float32)
-        (x_low, x_high), (y_low, y_high) = synthetic.walls(spec.shape, spec.radius, size)
+        glow = wall_glow(spec, times, size)
+        frames = render_frames(spec, OPTIONS).astype(np.float32)
+        (x_low, x_high), (y_low, y_high) = walls(spec.shape, spec.radius, size)
         expected = np.zeros_like(glow)
         for bounce, (x, y) in zip(spec.bounce_times,
-                                  synthetic.trajectory(spec, np.array(spec.bounce_times), size)):
+                                  trajectory(spec, np.array(spec.bounce_times), size)):
             gaps = {"left": x - x_low, "right": x_high - x, "top": y - y_low,
                     "bottom": y_high - y}
             strip = np.zeros((size, size), bool)
@@ -169,7 +171,7 @@ def test_shifted_copies_sound_away_from_the_bounces(corpus):
     directory, annotations = corpus
     rows = _rows(annotations["sync_hard"])
     for original, shifted in zip(rows[::2], rows[1::2]):
-        assert shifted["id"] == original["id"] + synthetic.SHIFTED_SUFFIX
+        assert shifted["id"] == original["id"] + SHIFTED_SUFFIX
         assert shifted["bounce_times"] == original["bounce_times"]
         assert original["audio_shift"] == 0
         shift = shifted["audio_shift"]
@@ -189,8 +191,8 @@ def test_shifted_copies_sound_away_from_the_bounces(corpus):
 def test_same_seed_same_corpus_whatever_the_workers_and_another_seed_differs(
         corpus, tmp_path):
     directory, annotations = corpus
-    again = synthetic.generate(tmp_path / "again", OPTIONS, num_workers=2)
-    for split in synthetic.SPLITS:
+    again = generate(tmp_path / "again", OPTIONS, num_workers=2)
+    for split in SPLITS:
         assert again[split].read_text() == annotations[split].read_text()
     row = _rows(annotations["sync_hard"])[1]
     first, second = _decode(directory, row), _decode(tmp_path / "again", row)
@@ -198,7 +200,7 @@ def test_same_seed_same_corpus_whatever_the_workers_and_another_seed_differs(
     np.testing.assert_array_equal(first.audio, second.audio)
 
     other = dataclasses.replace(OPTIONS, seed=4, num_val=0, num_test=0, num_sync_hard=0)
-    other_rows = _rows(synthetic.generate(tmp_path / "other", other)["train"])
+    other_rows = _rows(generate(tmp_path / "other", other)["train"])
     rows = _rows(annotations["train"])
     assert [r["captions"] for r in other_rows] != [r["captions"] for r in rows]
     assert not np.array_equal(_decode(tmp_path / "other", other_rows[0]).audio,
@@ -207,30 +209,30 @@ def test_same_seed_same_corpus_whatever_the_workers_and_another_seed_differs(
 
 def test_rerun_reuses_finished_splits_and_refuses_other_options(tmp_path):
     options = dataclasses.replace(OPTIONS, num_train=2, num_val=1, num_test=1, num_sync_hard=1)
-    annotations = synthetic.generate(tmp_path, options)
+    annotations = generate(tmp_path, options)
     media_file = tmp_path / _rows(annotations["train"])[0]["path"]
     stamps = {path: path.stat().st_mtime_ns for path in [*annotations.values(), media_file]}
     annotations["val"].unlink()  # an unfinished split
-    synthetic.generate(tmp_path, options)
+    generate(tmp_path, options)
     assert annotations["val"].exists()
     assert all(path.stat().st_mtime_ns == stamp for path, stamp in stamps.items()
                if path != annotations["val"])
     with pytest.raises(ValueError, match="other output directory"):
-        synthetic.generate(tmp_path, dataclasses.replace(options, seed=5))
+        generate(tmp_path, dataclasses.replace(options, seed=5))
     # A corpus of an earlier version, rendered otherwise, is refused too.
-    recorded = json.loads((tmp_path / synthetic.OPTIONS_FILE).read_text())
-    assert recorded["version"] == synthetic.CORPUS_VERSION
+    recorded = json.loads((tmp_path / OPTIONS_FILE).read_text())
+    assert recorded["version"] == CORPUS_VERSION
     del recorded["version"]
-    (tmp_path / synthetic.OPTIONS_FILE).write_text(json.dumps(recorded))
+    (tmp_path / OPTIONS_FILE).write_text(json.dumps(recorded))
     with pytest.raises(ValueError, match="other output directory"):
-        synthetic.generate(tmp_path, options)
+        generate(tmp_path, options)
 
 
 def test_invalid_options_are_refused():
     with pytest.raises(ValueError, match="even"):
-        synthetic.SyncShapesOptions(size=63)
+        SyncShapesOptions(size=63)
     with pytest.raises(ValueError, match="AAC"):
-        synthetic.SyncShapesOptions(sample_rate=11111)
+        SyncShapesOptions(sample_rate=11111)
 
 
 def test_prepare_reads_the_corpus(corpus, tmp_path):
@@ -241,11 +243,12 @@ def test_prepare_reads_the_corpus(corpus, tmp_path):
     assert (manifest.num_clips, manifest.num_failed) == (OPTIONS.num_train, 0)
 
 
+@pytest.mark.slow
 def test_command_line(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "vlsa_jax.data.synthetic", f"--output_dir={tmp_path}",
+        [sys.executable, "-m", "vlsa_jax.demo.corpus", f"--output_dir={tmp_path}",
          "--num_train=1", "--num_val=1", "--num_test=1", "--num_sync_hard=1"],
         capture_output=True, text=True, check=True)
     assert "1 sync_hard, 1 sync_hard_shifted" in result.stdout
     assert sorted(p.name for p in tmp_path.glob("*.jsonl")) == sorted(
-        f"{split}.jsonl" for split in synthetic.SPLITS)
+        f"{split}.jsonl" for split in SPLITS)

@@ -1,34 +1,16 @@
-r"""SyncShapes: a synthetic video-audio-text corpus whose sounds are synchronised with the picture.
+"""SyncShapes clips: what a clip shows and sounds, how a split's clips are drawn, their captions.
 
-    python -m vlsa_jax.demo.synthetic --output_dir=data/sync_shapes --num_workers=4
-    python -m vlsa_jax.data.prepare --dataset=generic --annotations=data/sync_shapes/train.jsonl \
-        --media_dir=data/sync_shapes --output_dir=data/sync_shapes_records --split=train
-
-Each clip is an mp4 file (H.264 video, mono AAC audio): a coloured shape crosses a dark,
-faintly textured background and bounces off the walls. Every wall contact lights the
-struck wall for 0.375 s around it, brightest at the contact, and sounds a short note over
-faint noise, starting at the contact's time: the shape sets the timbre (circle:
-sine, square: square wave, triangle: sawtooth, diamond: triangle wave, star: bell-like
-partials) and the colour the pitch. The caption names the size, colour, shape, speed,
-direction, starting region, number of bounces and the sound, in one of several templates
-with synonyms: "a small red circle moves quickly to the left from the top right and
-bounces twice with a low beep each time". Within a split no two clips share their
-discretised attributes (a clip that repeats an earlier one's is resampled), so no two
-share a caption either.
-
-Everything follows from (seed, split, clip index), whatever the number of workers; only
-the encoded bytes depend on the FFmpeg build.
-
-Layout of output_dir (the media_dir to give the preparation):
-
-    sync_shapes.json          the options the corpus was generated with, and its version
-    media/<split>/<id>.mp4
-    <split>.jsonl             the generic adapter's JSON Lines, written last
-
-A split whose .jsonl exists is complete and is reused. Rows carry, besides the adapter's
-keys, what the clip holds: `attributes` (the caption's discretised values),
-`bounce_times` (seconds of the wall contacts), `sound_times` (seconds at which the notes
-start in the audio track) and `audio_shift` (seconds the track is rotated by).
+A clip is a coloured shape crossing a dark, faintly textured background and bouncing off
+the walls (render.py draws it). Every wall contact lights the struck wall for 0.375 s
+around it, brightest at the contact, and sounds a short note over faint noise, starting at
+the contact's time (sound.py synthesises it): the shape sets the timbre (circle: sine,
+square: square wave, triangle: sawtooth, diamond: triangle wave, star: bell-like partials)
+and the colour the pitch. The caption names the size, colour, shape, speed, direction,
+starting region, number of bounces and the sound, in one of several templates with
+synonyms: "a small red circle moves quickly to the left from the top right and bounces
+twice with a low beep each time". Within a split no two clips share their discretised
+attributes (a clip that repeats an earlier one's is resampled), so no two share a caption
+either. Everything about a clip follows from (seed, split, clip index).
 
 The sync_hard split
 -------------------
@@ -56,21 +38,11 @@ sweep over all 2N videos, an original and its shifted copy are the same query, r
 same audio first and at most one of them is right, which bounds video->audio (and
 audio->video) R@1 by 1/2 for every model, synchronised or not.
 """
-import contextlib
 import dataclasses
-import fractions
-import functools
-import json
 import math
-import os
-import pathlib
 import zlib
 
-import av
 import numpy as np
-from absl import app, flags
-
-from vlsa_jax.data.processes import worker_pool
 
 SPLITS = ("train", "val", "test", "sync_hard")
 # The split key of sync_hard's shifted copies (see the module docstring).
@@ -78,10 +50,6 @@ SHIFTED_SPLIT = "sync_hard_shifted"
 SHIFTED_SUFFIX = "_shifted"
 # Expected video->audio R@1 on sync_hard of a model blind to timing (see the docstring).
 TIMING_BLIND_V2A_R1 = 0.5
-OPTIONS_FILE = "sync_shapes.json"
-# Recorded with the options: a corpus rendered otherwise (version 1: no wall glow) is
-# refused rather than mixed with this one.
-CORPUS_VERSION = 2
 MAX_BOUNCES = 4
 # sync_hard's clips bounce once or twice: the notes of three bounces, rotated, cannot all
 # keep clear of both the bounces and the clip's edges.
@@ -91,11 +59,7 @@ SYNC_HARD_BOUNCES = (1, 2)
 # notes must not overlap, so that each can be heard (and found) on its own.
 _EDGE_MARGIN_S = 0.15
 _MIN_BOUNCE_GAP_S = 0.3
-_NOTE_S = 0.15
-_NOTE_ATTACK_S = 0.005
-_NOTE_DECAY_S = 0.035
-_NOTE_AMPLITUDE = 0.5
-_NOISE_STD = 0.01  # background hiss, -40 dB below full scale
+NOTE_S = 0.15  # a note's length
 # sync_hard: the rotation as a fraction of the clip, and how far a rotated note must
 # start from every bounce for the copy to be out of sync.
 _SHIFT_RANGE = (0.3, 0.7)
@@ -104,32 +68,10 @@ _MIN_SYNC_OFFSET_S = 0.25
 # too few or too close, or its attributes repeat an earlier clip's.
 _MAX_ATTEMPTS = 20_000
 _SHIFT_ATTEMPTS = 50
-
-# The picture. The background is dark grey, so that every colour stands out, with a
-# faint static texture.
-_BACKGROUND_LEVELS = (20.0, 50.0)
-_TEXTURE_STD = 3.0
-# A struck wall glows: a strip along it lights up around the contact, brightest at the
-# contact's time and dark _GLOW_S / 2 before and after it, so that every bounce shows in
-# one frame of any eight sampled from the sixteen (one per two-frame segment), its
-# brightness telling how near. A change of direction alone shows a bounce only across
-# frames, which the demo's two-layer model did not learn to see. Symmetric in time, the
-# glow looks the same played backwards: frames in reverse order (the demo's
-# gam.reversed_video_negatives) differ from the clip in when the walls light, not how.
-_GLOW_S = 0.375
-_GLOW_WIDTH = 1 / 16  # of the side
-_GLOW_LEVEL = 230.0
-# Angular resolution of the shapes' outlines.
-_OUTLINE_BINS = 1024
 # The direction of motion is within this many degrees of its word's compass direction,
 # which leaves 15 degrees between neighbouring words.
 _DIRECTION_JITTER_DEG = 15.0
-# x264 with look-ahead (mb-tree), adaptive quantisation or B-frames, i.e. every preset
-# but 'ultrafast', gave other bytes for the same frames on a few percent of encodes of
-# a busy machine, even on one thread; 'ultrafast' never did. The files stay small.
-_X264_OPTIONS = {"preset": "ultrafast"}
-# FFmpeg's 'fast' AAC coder: a third of the default's time, the notes as clear.
-_AAC_OPTIONS = {"aac_coder": "fast"}
+# The sample rates AAC encodes at.
 _AAC_RATES = (7350, 8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 64000,
               88200, 96000)
 
@@ -179,7 +121,7 @@ class _Shape:
     in order around the centre; None for a circle of radius 1."""
 
     outline: tuple[tuple[float, float], ...] | None
-    timbre: str
+    timbre: str  # a key of sound.py's partials
     names: tuple[str, ...]  # synonyms for the caption
     sound: str
 
@@ -197,16 +139,6 @@ SHAPES = {
     "triangle": _Shape(_polygon((1.5,) * 3, -90), "sawtooth", ("triangle",), "rasp"),
     "diamond": _Shape(_polygon((1.25,) * 4, -90), "triangle", ("diamond", "rhombus"), "hoot"),
     "star": _Shape(_polygon((1.5, 0.65) * 5, -90), "bell", ("star",), "chime"),
-}
-
-# (frequency ratio, amplitude) of each timbre's partials: the Fourier series of the
-# waveforms, cut below the Nyquist frequency when a note is made (no aliasing).
-_PARTIALS = {
-    "sine": ((1, 1.0),),
-    "square": tuple((k, 1 / k) for k in range(1, 64, 2)),
-    "sawtooth": tuple((k, 1 / k) for k in range(1, 64)),
-    "triangle": tuple((k, (-1) ** (k // 2) / k**2) for k in range(1, 64, 2)),
-    "bell": ((1, 1.0), (2.76, 0.6), (5.40, 0.4), (8.93, 0.25)),  # a struck bar's modes
 }
 
 
@@ -307,65 +239,6 @@ class ClipSpec:
     audio_shift: int = 0
 
 
-def generate(output_dir, options: SyncShapesOptions = SyncShapesOptions(),
-             num_workers: int = 1) -> dict[str, pathlib.Path]:
-    """Writes DIR/media/<split>/<id>.mp4 and DIR/<split>.jsonl; returns split -> annotation path.
-
-    Skips work already done: a split whose jsonl exists (written last, atomically) is
-    reused.
-
-    Raises:
-      ValueError: output_dir holds a corpus generated with other options.
-      RuntimeError: a split asks for more distinct clips than can be drawn.
-    """
-    root = pathlib.Path(output_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    _claim_directory(root, options)
-    annotations = {split: root / f"{split}.jsonl" for split in SPLITS}
-    pending = [split for split in SPLITS if not annotations[split].exists()]
-    if pending:
-        with _parallel_map(num_workers) as parallel_map:
-            for split in pending:
-                specs = sample_split(split, options)
-                (root / "media" / split).mkdir(parents=True, exist_ok=True)
-                parallel_map(functools.partial(write_clip, root=str(root), options=options),
-                             specs)
-                _write_atomically(annotations[split], "".join(
-                    json.dumps(annotation_row(spec, options)) + "\n" for spec in specs))
-    return annotations
-
-
-def _claim_directory(root: pathlib.Path, options: SyncShapesOptions) -> None:
-    """Records the options (and CORPUS_VERSION) in root, or checks them against those
-    recorded there: reusing the splits of other options would mix two corpora."""
-    path = root / OPTIONS_FILE
-    wanted = {"version": CORPUS_VERSION} | dataclasses.asdict(options)
-    if path.exists():
-        recorded = json.loads(path.read_text())
-        if recorded != wanted:
-            raise ValueError(f"{root} holds a SyncShapes corpus generated with {recorded}, "
-                             f"not {wanted}: use another output directory")
-    else:
-        _write_atomically(path, json.dumps(wanted, indent=2) + "\n")
-
-
-def _write_atomically(path: pathlib.Path, text: str) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
-
-
-@contextlib.contextmanager
-def _parallel_map(num_workers: int):
-    """Yields map(function, items) run to completion, in num_workers processes."""
-    if num_workers <= 1:
-        yield lambda function, items: list(map(function, items))
-        return
-    with worker_pool(num_workers) as pool:
-        yield lambda function, items: pool.map(
-            function, items, chunksize=max(1, len(items) // (4 * num_workers)))
-
-
 # Sampling ------------------------------------------------------------------------------
 
 
@@ -457,14 +330,14 @@ def _well_spaced(times, seconds: float) -> bool:
     """Whether every note fits in the clip away from its edges and no two overlap."""
     times = np.sort(np.asarray(times, np.float64))
     return bool(np.all(times >= _EDGE_MARGIN_S)
-                and np.all(times <= seconds - _EDGE_MARGIN_S - _NOTE_S)
+                and np.all(times <= seconds - _EDGE_MARGIN_S - NOTE_S)
                 and np.all(np.diff(times) >= _MIN_BOUNCE_GAP_S))
 
 
 def _sample_shift(rng, bounce_times, options: SyncShapesOptions) -> int | None:
     """A rotation of the audio (samples) that moves every note away from every bounce, and
     keeps the notes clear of the clip's edges; None if none was found."""
-    samples = _num_samples(options)
+    samples = num_samples(options)
     onsets = np.round(np.asarray(bounce_times) * options.sample_rate)
     for _ in range(_SHIFT_ATTEMPTS):
         shift = round(rng.uniform(*_SHIFT_RANGE) * samples)
@@ -473,6 +346,9 @@ def _sample_shift(rng, bounce_times, options: SyncShapesOptions) -> int | None:
         if _well_spaced(shifted, options.seconds) and offsets.min() >= _MIN_SYNC_OFFSET_S:
             return shift
     return None
+
+
+# Caption -------------------------------------------------------------------------------
 
 
 def _caption(rng, attributes: dict) -> str:
@@ -543,186 +419,29 @@ def _wall_contacts(shape: str, radius: float, start, velocity,
     return tuple(sorted(float(t) for t in times))
 
 
+# Sound timing --------------------------------------------------------------------------
+
+
 def sound_times(spec: ClipSpec, options: SyncShapesOptions) -> list[float]:
     """Seconds at which the notes start in the clip's audio track, ascending."""
-    samples = _num_samples(options)
-    onsets = [(_onset(t, options) + spec.audio_shift) % samples for t in spec.bounce_times]
-    return sorted(onset / options.sample_rate for onset in onsets)
+    samples = num_samples(options)
+    onsets = [(onset(t, options) + spec.audio_shift) % samples for t in spec.bounce_times]
+    return sorted(sample / options.sample_rate for sample in onsets)
 
 
-def _onset(bounce_time: float, options: SyncShapesOptions) -> int:
+def onset(bounce_time: float, options: SyncShapesOptions) -> int:
+    """The audio sample at which the note of a bounce at `bounce_time` seconds starts.
+
+    Args:
+      bounce_time: seconds of the wall contact.
+      options: the corpus options (their sample rate).
+
+    Returns:
+      The sample index, before any rotation by a clip's audio_shift.
+    """
     return round(bounce_time * options.sample_rate)
 
 
-def _num_samples(options: SyncShapesOptions) -> int:
+def num_samples(options: SyncShapesOptions) -> int:
+    """The length of every clip's audio track, in samples."""
     return round(options.seconds * options.sample_rate)
-
-
-# Rendering -----------------------------------------------------------------------------
-
-
-def render_frames(spec: ClipSpec, options: SyncShapesOptions) -> np.ndarray:
-    """[seconds * fps, size, size, 3] uint8 RGB; frame i shows time i / fps."""
-    times = np.arange(round(options.seconds * options.fps)) / options.fps
-    centres = trajectory(spec, times, options.size).astype(np.float32)
-    pixels = np.arange(options.size, dtype=np.float32) + 0.5  # pixel centres
-    dx = pixels[None, None, :] - centres[:, 0, None, None]  # [T, 1, W]
-    dy = pixels[None, :, None] - centres[:, 1, None, None]  # [T, H, 1]
-    outline = _outline_radii(spec.shape)
-    angle = np.mod(np.arctan2(dy, dx), 2 * np.pi)
-    bins = np.minimum((angle * (len(outline) / (2 * np.pi))).astype(np.intp), len(outline) - 1)
-    # The fraction of a pixel the shape covers, ramped over one pixel at its edge.
-    coverage = np.clip(outline[bins] * spec.radius - np.hypot(dx, dy) + 0.5, 0, 1)[..., None]
-    glow = wall_glow(spec, times, options.size)[..., None]  # [T, H, W, 1]
-    background = _background(spec, options.size)
-    background = background + glow * (_GLOW_LEVEL - background)  # under the shape
-    colour = np.array(COLOURS[spec.colour].rgb, np.float32)
-    frames = background + coverage * (colour - background)
-    return np.clip(np.round(frames), 0, 255).astype(np.uint8)
-
-
-def wall_glow(spec: ClipSpec, times: np.ndarray, size: int) -> np.ndarray:
-    """[len(times), size, size] float32 in [0, 1]: how brightly each pixel's wall glows.
-
-    A contact at time b lights the strip along the wall touched, 1 - |t - b| / (_GLOW_S / 2)
-    at times t within _GLOW_S / 2 of b, 0 otherwise; overlapping glows take the brighter.
-    """
-    times = np.asarray(times, np.float64)
-    glow = np.zeros((len(times), size, size), np.float32)
-    if not spec.bounce_times:
-        return glow
-    width = max(1, round(_GLOW_WIDTH * size))
-    pixels = np.arange(size)
-    strips = {  # (wall index as in walls(): x low, x high, y low, y high) -> [H, W] mask
-        0: np.broadcast_to(pixels[None, :] < width, (size, size)),
-        1: np.broadcast_to(pixels[None, :] >= size - width, (size, size)),
-        2: np.broadcast_to(pixels[:, None] < width, (size, size)),
-        3: np.broadcast_to(pixels[:, None] >= size - width, (size, size)),
-    }
-    (x_low, x_high), (y_low, y_high) = walls(spec.shape, spec.radius, size)
-    contacts = trajectory(spec, np.array(spec.bounce_times), size)
-    for bounce, (x, y) in zip(spec.bounce_times, contacts):
-        wall = int(np.argmin([x - x_low, x_high - x, y - y_low, y_high - y]))
-        strength = np.clip(1 - np.abs(times - bounce) / (_GLOW_S / 2), 0, 1)
-        glow = np.maximum(glow, strength[:, None, None] * strips[wall])
-    return glow.astype(np.float32)
-
-
-def _background(spec: ClipSpec, size: int) -> np.ndarray:
-    """[size, size, 3] float32: a grey level and a static texture, the clip's own."""
-    rng = np.random.default_rng([spec.noise_seed, 0])
-    level = rng.uniform(*_BACKGROUND_LEVELS)
-    texture = rng.normal(0.0, _TEXTURE_STD, (size, size, 1))
-    return np.repeat(level + texture, 3, axis=-1).astype(np.float32)
-
-
-@functools.cache
-def _outline_radii(shape: str) -> np.ndarray:
-    """[_OUTLINE_BINS] distance from the centre to the outline, in radii, bin j covering
-    the angles [2 pi j, 2 pi (j + 1)) / _OUTLINE_BINS (image axes)."""
-    outline = SHAPES[shape].outline
-    if outline is None:
-        return np.ones(_OUTLINE_BINS, np.float32)
-    angles = (np.arange(_OUTLINE_BINS) + 0.5) * 2 * np.pi / _OUTLINE_BINS
-    rays = np.stack([np.cos(angles), np.sin(angles)], axis=-1)[:, None, :]  # [A, 1, 2]
-    corners = np.array(outline)[None]  # [1, E, 2]
-    edges = np.roll(corners, -1, axis=1) - corners
-
-    def cross(a, b):
-        return a[..., 0] * b[..., 1] - a[..., 1] * b[..., 0]
-
-    # The ray t * u meets edge p + s * e where t = (p x e) / (u x e), s = (p x u) / (u x e).
-    with np.errstate(divide="ignore", invalid="ignore"):
-        denominator = cross(rays, edges)
-        distance = cross(corners, edges) / denominator
-        along = cross(corners, rays) / denominator
-    hits = (distance > 0) & (along >= 0) & (along <= 1)
-    return np.where(hits, distance, np.inf).min(axis=1).astype(np.float32)
-
-
-def render_audio(spec: ClipSpec, options: SyncShapesOptions) -> np.ndarray:
-    """[seconds * sample_rate] float32 mono: noise, a note at each bounce, rotated by
-    spec.audio_shift samples."""
-    rng = np.random.default_rng([spec.noise_seed, 1])
-    signal = _NOISE_STD * rng.standard_normal(_num_samples(options))
-    note = _note(spec.shape, spec.colour, options.sample_rate)
-    for bounce_time in spec.bounce_times:
-        onset = _onset(bounce_time, options)
-        signal[onset:onset + len(note)] += note
-    return np.roll(signal, spec.audio_shift).astype(np.float32)
-
-
-@functools.cache
-def _note(shape: str, colour: str, sample_rate: int) -> np.ndarray:
-    """[_NOTE_S * sample_rate] float32: the shape's timbre at the colour's pitch, a fast
-    attack and an exponential decay."""
-    t = np.arange(round(_NOTE_S * sample_rate)) / sample_rate
-    fundamental = COLOURS[colour].pitch_hz
-    ratios, amplitudes = np.array([
-        (ratio, amplitude) for ratio, amplitude in _PARTIALS[SHAPES[shape].timbre]
-        if fundamental * ratio < 0.45 * sample_rate]).T
-    wave = amplitudes @ np.sin(2 * np.pi * fundamental * ratios[:, None] * t[None, :])
-    envelope = np.minimum(t / _NOTE_ATTACK_S, 1.0) * np.exp(-t / _NOTE_DECAY_S)
-    return (_NOTE_AMPLITUDE * wave / np.abs(wave).max() * envelope).astype(np.float32)
-
-
-def write_clip(spec: ClipSpec, root: str, options: SyncShapesOptions) -> None:
-    """Renders the clip and writes it to root/spec.path."""
-    write_mp4(os.path.join(root, spec.path), render_frames(spec, options),
-              render_audio(spec, options), options.fps, options.sample_rate)
-
-
-def write_mp4(path, frames: np.ndarray, audio: np.ndarray, fps: int, sample_rate: int) -> None:
-    """Writes frames [T, H, W, 3] uint8 (frame i at i / fps) as H.264 and audio [samples]
-    float32 (from time 0) as mono AAC."""
-    with av.open(os.fspath(path), "w") as container:
-        # Both streams exist before the first packet is muxed (the header is written then).
-        video = container.add_stream("libx264", rate=fps)
-        video.height, video.width = frames.shape[1:3]
-        video.pix_fmt = "yuv420p"
-        video.options = _X264_OPTIONS
-        video.codec_context.gop_size = fps  # a key frame a second: seeks stay short
-        video.codec_context.thread_count = 1  # frame threads make the output vary too
-        sound = container.add_stream("aac", rate=sample_rate, layout="mono")
-        sound.options = _AAC_OPTIONS
-        time_base = fractions.Fraction(1, fps)
-        for index, pixels in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
-            frame.pts, frame.time_base = index, time_base
-            container.mux(video.encode(frame))
-        container.mux(video.encode())
-        # One long frame; the encoder cuts it into frames of its own size.
-        samples = av.AudioFrame.from_ndarray(audio[None, :], format="fltp", layout="mono")
-        samples.sample_rate, samples.pts = sample_rate, 0
-        samples.time_base = fractions.Fraction(1, sample_rate)
-        container.mux(sound.encode(samples))
-        container.mux(sound.encode())
-
-
-# Command line ---------------------------------------------------------------------------
-
-FLAGS = flags.FLAGS
-
-
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    options = SyncShapesOptions(**{field.name: getattr(FLAGS, field.name)
-                                   for field in dataclasses.fields(SyncShapesOptions)})
-    for split, path in generate(FLAGS.output_dir, options, FLAGS.num_workers).items():
-        rows = [json.loads(line) for line in path.read_text().splitlines()]
-        counts = {key: sum(row["split"] == key for row in rows)
-                  for key in dict.fromkeys(row["split"] for row in rows)}
-        print(f"{split:<10} {path}: "
-              + (", ".join(f"{n} {key}" for key, n in counts.items()) or "no clips"))
-    print(f"media_dir for the preparation: {FLAGS.output_dir}")
-
-
-if __name__ == "__main__":
-    flags.DEFINE_string("output_dir", None, "Where the corpus goes (the preparation's media_dir).")
-    flags.DEFINE_integer("num_workers", 1, "Processes rendering and encoding clips.")
-    for _field in dataclasses.fields(SyncShapesOptions):
-        _define = flags.DEFINE_float if _field.type is float else flags.DEFINE_integer
-        _define(_field.name, _field.default, f"SyncShapesOptions.{_field.name}.")
-    flags.mark_flag_as_required("output_dir")
-    app.run(main)
