@@ -9,7 +9,7 @@ import pytest
 from tests.data_helpers import CAPTIONS, GOOD_CLIPS
 from tests.helpers import mesh_of
 from vlsa_jax import checkpointing, evaluate, metrics, state
-from vlsa_jax.eval_protocol import DIRECTIONS, parse_split_specs
+from vlsa_jax.eval_protocol import DIRECTIONS
 
 _KEYS = ("R@1", "R@5", "R@10", "R@50", "MdR", "MnR", "num_queries", "num_gallery")
 _NUM_CAPTIONS = sum(len(c) for c in CAPTIONS.values())
@@ -137,12 +137,3 @@ def test_distractors_join_the_gallery_and_are_never_correct():
         split, "v2a", "all", distractors)
     assert (metrics.ranks(queries @ gallery.T, query_labels, labels) >= 2).all()
 
-
-def test_split_specs_name_splits_and_their_distractors():
-    specs = parse_split_specs("data/demo/test, data/demo/sync_hard+data/demo/shifted:a")
-    assert [s.name for s in specs] == ["test", "sync_hard"]
-    assert specs[1].distractor_path == "data/demo/shifted"
-    assert specs[1].distractor_modalities == "a"
-    for bad in ("a/test,b/test", "x+", "x+y:t"):
-        with pytest.raises(ValueError):
-            parse_split_specs(bad)

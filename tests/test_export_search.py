@@ -57,3 +57,19 @@ def test_a_query_file_that_cannot_be_decoded_is_a_clear_error(exported, tmp_path
         searcher.embed_file(write_truncated(tmp_path / "broken.mp4"), "video")
     with pytest.raises(ValueError, match="not in the export"):
         searcher.search(np.zeros(64, np.float32), "test", target="video")
+
+
+def test_read_returns_a_split_as_the_export_wrote_it(exported):
+    out, _ = exported
+    split = export.read(out, "train")
+    assert set(split.embeddings) == {"video", "audio", "text"}
+    for modality, rows in split.embeddings.items():
+        np.testing.assert_array_equal(rows, np.load(out / f"train_{modality}.npy"))
+    assert split.clips == list(GOOD_CLIPS)
+    assert split.text == [(c, k) for c in GOOD_CLIPS for k in range(len(CAPTIONS[c]))]
+    assert split.captions == [caption for c in GOOD_CLIPS for caption in CAPTIONS[c]]
+    assert split.step == 2
+    np.testing.assert_array_equal(
+        split.text_clip_rows(), [i for i, c in enumerate(GOOD_CLIPS) for _ in CAPTIONS[c]])
+    with pytest.raises(FileNotFoundError, match="no export of split 'test'; it holds train$"):
+        export.read(out, "test")

@@ -2,7 +2,9 @@
 
 Shapes are checked with `jax.eval_shape`, which traces without compiling, so every
 configuration costs well under a second; only building the tiny model and the
-missing-modality and text-padding tests compile.
+text-padding test compile. The objective's own behaviour is tested in
+tests/test_objective.py, parameter counts in tests/test_param_count.py; both share
+this file's config, batches and tiny model.
 """
 import functools
 import itertools
@@ -17,8 +19,7 @@ from flax import nnx
 from vlsa_jax import config_lib
 from vlsa_jax.models.transformer import REMAT_POLICY_NAMES
 from vlsa_jax.models.vlsa import GROUPINGS, VLSA, abstract_model, model_inputs
-from vlsa_jax.objective import desynchronised_embeddings, pretraining_loss, quietest_rotation
-from vlsa_jax.param_count import PARTS, count_parameters
+from vlsa_jax.objective import pretraining_loss
 
 _CONFIG_PATH = pathlib.Path(__file__).resolve().parents[1] / "configs" / "pretrain.py"
 _MODALITIES = ("video", "text", "audio")
@@ -122,45 +123,6 @@ def tiny():
     return config, nnx.merge(graphdef, state)
 
 
-# --- Parameter counts.
-
-
-def test_base_parameter_count_matches_paper():
-    counts = count_parameters(_config("base"))
-    # The paper reports 156M; heads and embeddings differ in small details.
-    assert 140e6 <= counts["total"] <= 175e6, counts
-    assert counts["total"] == sum(counts[part] for part in PARTS)
-
-
-def test_variants_are_ordered_by_size():
-    totals = [count_parameters(_config(v))["total"] for v in ("tiny", "small", "base")]
-    assert totals == sorted(set(totals)), totals
-
-
-def test_abstract_count_equals_allocated(tiny):
-    config, model = tiny
-    allocated = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
-    assert count_parameters(config)["total"] == allocated
-
-
-def test_separate_encoders_have_more_parameters():
-    shared = count_parameters(_config(overrides={"model.joint_modalities": "avt"}))
-    separate = count_parameters(_config(overrides={"model.joint_modalities": "none"}))
-    # Three identical stacks instead of one; nothing else changes.
-    assert separate["encoders"] == 3 * shared["encoders"]
-    assert separate["total"] - shared["total"] == 2 * shared["encoders"]
-
-
-def test_parts_absent_without_their_loss():
-    config = _config(overrides={
-        "loss.lpmm": False, "loss.gam": False, "loss.vtm": True,
-        "loss.learnable_temperature": True})
-    counts = count_parameters(config)
-    assert counts["decoders"] == counts["decoder_inputs"] == counts["heads"] == 0
-    assert counts["matching_heads"] > 0
-    assert counts["other"] == 1  # the log-temperature
-
-
 # --- Shapes under every ablation switch, traced without compiling.
 
 _ABLATIONS = {
@@ -250,98 +212,7 @@ def test_gradient_shapes(overrides):
         lambda p: (p.shape, p.dtype), params)
 
 
-# --- Datasets that lack a modality, and text padding: run on the tiny model.
-
-
-@pytest.mark.parametrize("missing", ["video", "text"])
-def test_missing_modality_gives_finite_loss(tiny, missing):
-    config, model = tiny
-    graphdef, params, rest = _split(model)
-    batch = _random_batch(config, without=(missing,))
-    loss_fn = jax.jit(_loss_fn(graphdef, rest, config), compiler_options=_QUICK_COMPILE)
-    loss, metrics = loss_fn(params, batch, jax.random.key(0))
-
-    present = [m for m in _MODALITIES if m != missing]
-    assert set(metrics) == _expected_metrics(config, present)
-    assert f"local/{missing}" not in metrics
-    assert not any(key.startswith("global/") and missing in key for key in metrics)
-    # The audio pair that remains is still trained.
-    remaining_pair = "audio_text" if missing == "video" else "audio_video"
-    assert {"local/audio", f"global/{remaining_pair}/nce"} <= set(metrics)
-    assert np.isfinite(loss)
-    for name, value in metrics.items():
-        assert np.isfinite(value), name
-
-
-def test_desynchronised_clips_are_rotated_audio_and_reversed_video(tiny):
-    config, model = tiny
-    config = config.copy_and_resolve_references()
-    config.gam.masked_inputs = False
-    config.gam.shifted_audio_negatives = (0.5, 0.5)  # exactly half the frames
-    config.gam.reversed_video_negatives = True
-    graphdef, params, rest = _split(model)
-    batch = _random_batch(config)
-    batch = {"audio": batch["audio"], "video": batch["video"]}
-
-    @functools.partial(jax.jit, compiler_options=_QUICK_COMPILE)
-    def embed(params, batch):
-        model = nnx.merge(graphdef, params, rest)
-        return (desynchronised_embeddings(model, batch, model_inputs(batch, config),
-                                          jax.random.key(0), config),
-                model.global_embeddings(model_inputs(batch, config)))
-
-    desynced, plain = embed(params, batch)
-    # The interior rotated by half its length; half a patch at either end stays put.
-    edge = config.audio.patch // 2
-    audio = batch["audio"].copy()
-    interior = audio[:, edge:-edge]
-    audio[:, edge:-edge] = np.roll(interior, interior.shape[1] // 2, axis=1)
-    _, expected = embed(params, {"audio": audio, "video": batch["video"][:, ::-1]})
-    for modality in ("audio", "video"):
-        np.testing.assert_allclose(desynced[modality], expected[modality], rtol=1e-5,
-                                   atol=1e-5, err_msg=modality)
-        assert np.abs(desynced[modality] - plain[modality]).max() > 1e-3, modality
-
-
-def test_the_quietest_rotation_is_chosen_as_a_loop_over_candidates_does():
-    rng = np.random.default_rng(0)
-    spectrogram = rng.normal(size=(6, 20, 4)).astype(np.float32)
-    spectrogram[0, 12:15] += 9  # a loud note: a cut near frame 13 goes through it
-    candidates = rng.integers(4, 17, (6, 5))
-    candidates[0] = [7, 7, 12, 6, 15]  # cuts at frames 13, 13, 8, 14, 5
-    margin = 2
-
-    def loop(clip, shifts):
-        loudness = clip.mean(axis=1)
-        cut = [max(loudness[(20 - shift + d) % 20] for d in range(-margin, margin))
-               for shift in shifts]
-        return shifts[int(np.argmin(cut))]
-
-    chosen = np.asarray(quietest_rotation(spectrogram, candidates, margin))
-    np.testing.assert_array_equal(chosen, [loop(c, k) for c, k in zip(spectrogram, candidates)])
-    assert chosen[0] in (12, 15)  # the cuts clear of the note
-
-
-@pytest.mark.parametrize("overrides, negatives", [
-    ({"gam.shifted_audio_negatives": (0.25, 0.75)}, ("audio",)),
-    ({"gam.reversed_video_negatives": True}, ("video",)),
-], ids=["shifted_audio", "reversed_video"])
-def test_desynchronised_negatives_join_the_audio_video_pair_alone(tiny, overrides, negatives):
-    config, model = tiny
-    graphdef, params, rest = _split(model)
-    batch, key = _random_batch(config), jax.random.key(1)
-    desync_config = config.copy_and_resolve_references()
-    desync_config.update_from_flattened_dict(overrides)
-    plain, desynced = (
-        jax.jit(_loss_fn(graphdef, rest, c), compiler_options=_QUICK_COMPILE)(params, batch, key)[1]
-        for c in (config, desync_config))
-    # More candidates: a larger audio-video loss; every other term the same.
-    assert desynced["global/audio_video/nce"] > plain["global/audio_video/nce"]
-    for modality in negatives:
-        assert 0 <= desynced.pop(f"global/audio_video/{modality}_sync_accuracy") <= 1
-    for name in set(plain) - {"global/audio_video/nce", "loss/global", "loss"}:
-        np.testing.assert_allclose(desynced[name], plain[name], rtol=1e-6, err_msg=name)
-    assert set(desynced) == set(plain)
+# --- Text padding: run on the tiny model.
 
 
 def test_text_padding_is_masked(tiny):

@@ -22,14 +22,28 @@ DIRECTIONS = {
 
 @dataclasses.dataclass(frozen=True)
 class SplitSpec:
-    name: str  # the split's directory name: DIR/eval/<name>/metrics.json
+    """One split to evaluate, as `config.eval.splits` names it.
+
+    Attributes:
+      name: the split's directory name: DIR/eval/<name>/metrics.json.
+      path: the prepared split.
+      distractor_path: the split whose clips join the galleries, or None.
+      distractor_modalities: letters from 'av': the distractors' media that join the
+        galleries.
+    """
+
+    name: str
     path: str
     distractor_path: str | None = None
     distractor_modalities: str = "av"
 
 
 def parse_directions(text: str) -> tuple[str, ...]:
-    """'t2v,v2t' -> ('t2v', 'v2t'); raises ValueError naming an unknown direction."""
+    """Parses `config.eval.directions`: 't2v,v2t' -> ('t2v', 'v2t').
+
+    Raises:
+      ValueError: naming an unknown direction, or none given.
+    """
     directions = tuple(d.strip() for d in text.split(",") if d.strip())
     unknown = [d for d in directions if d not in DIRECTIONS]
     if unknown or not directions:
@@ -39,7 +53,11 @@ def parse_directions(text: str) -> tuple[str, ...]:
 
 
 def parse_split_specs(text: str) -> tuple[SplitSpec, ...]:
-    """Parses `config.eval.splits`; raises ValueError on a malformed or repeated split."""
+    """Parses `config.eval.splits`: comma-separated `DIR`, `DIR+OTHER` or `DIR+OTHER:letters`.
+
+    Raises:
+      ValueError: a malformed split, or two with the same directory name.
+    """
     specs = []
     for item in (s.strip() for s in text.split(",")):
         if not item:

@@ -3,11 +3,10 @@
     python -m vlsa_jax.main --config=FILE --workdir=DIR --mode=eval
 
 Each modality is embedded by its unimodal pass through the shared encoder (the
-model's `global_embeddings`), sharded over the mesh; padded rows of the last
-batches are dropped, so every clip and caption counts exactly once. Scores are
-cosines; ranks and metrics come from `vlsa_jax.metrics`, block by block, so the
-similarity matrix is never held whole. Results go to `DIR/eval/<split>/metrics.json`
-and to the run's metrics (`eval/<split>/<direction>/R@1`, ...).
+model's `global_embeddings`), sharded over the mesh, every clip and caption exactly
+once. Scores are cosines; ranks and metrics come from `vlsa_jax.metrics`, block by
+block. Results go to `DIR/eval/<split>/metrics.json` and to the run's metrics
+(`eval/<split>/<direction>/R@1`, ...). The protocol in full: docs/retrieval.md.
 """
 import dataclasses
 import functools
@@ -33,9 +32,12 @@ from vlsa_jax.models.vlsa import model_inputs
 class SplitEmbeddings:
     """Unit-norm float32 embeddings of one split, rows in record order.
 
-    clips: modality ('video', 'audio', 'video+audio') -> [N, D], row i = clip i.
-    captions: [M, D]; caption_clip [M] is the clip each row describes and
-    caption_index [M] which of that clip's captions it is.
+    Attributes:
+      clip_ids: [N] the clip id of each record.
+      clips: modality ('video', 'audio', 'video+audio') -> [N, D], row i = clip i.
+      captions: [M, D], or None when the captions were not embedded.
+      caption_clip: [M] int, the clip each caption row describes.
+      caption_index: [M] int, which of that clip's captions it is.
     """
 
     clip_ids: list[str]
@@ -71,7 +73,18 @@ class Embedder:
 
     def split(self, params, split_dir, modalities: str | None = None,
               captions: bool = True) -> SplitEmbeddings:
-        """Embeds the clips (media of `modalities`, default the config's) and the captions."""
+        """Embeds the clips and the captions of a prepared split.
+
+        Args:
+          params: the model's parameters, in their shardings.
+          split_dir: the split's directory.
+          modalities: letters of the modalities to read and embed; None for
+            `config.data.modalities`. The split need not carry the others.
+          captions: whether to embed the captions (when `modalities` includes text).
+
+        Returns:
+          The split's embeddings; `clips` holds 'video+audio' when both are embedded.
+        """
         config = self._config.copy_and_resolve_references()
         if modalities is not None:
             # Read only what is asked for: the split need not carry the others.
@@ -99,7 +112,12 @@ class Embedder:
                                caption_index)
 
     def _embed_all(self, params, batches, input_keys):
-        """Embeds every batch; returns ({modality: rows}, {'clip_index', ...: rows}), valid rows only."""
+        """Embeds every batch of `batches`, feeding the model their `input_keys` only.
+
+        Returns:
+          ({modality: rows}, {'clip_index', ...: rows}), valid rows only, gathered from
+          every process.
+        """
         outputs, indices = [], []
         for batch in batches:
             inputs = {k: v for k, v in batch.items()
@@ -124,10 +142,19 @@ def split_clip_ids(config, split_dir) -> list[str]:
 
 def gallery_and_queries(embeddings: SplitEmbeddings, direction: str, caption_mode: str,
                         distractors: SplitEmbeddings | None = None):
-    """(queries, query_labels, gallery, gallery_labels) of one direction.
+    """The queries and the gallery of one direction, with their labels.
 
     Labels are clip indices: a query's correct items are the gallery rows of its
     clip. Distractor rows get negative labels, which no query has.
+
+    Args:
+      embeddings: the split's embeddings.
+      direction: a key of `eval_protocol.DIRECTIONS`.
+      caption_mode: 'all' captions, or each clip's 'first' caption only.
+      distractors: another split whose clips join the gallery, never correct.
+
+    Returns:
+      (queries, query_labels, gallery, gallery_labels).
     """
     def side(modality, split):
         if modality == TEXT:
@@ -148,8 +175,13 @@ def gallery_and_queries(embeddings: SplitEmbeddings, direction: str, caption_mod
 
 def score_split(embeddings: SplitEmbeddings, directions, eval_config,
                 distractors: SplitEmbeddings | None = None) -> dict[str, float]:
-    """`<direction>/R@1` ... `<direction>/MnR`, `/num_queries`, `/num_gallery` per direction,
-    and the same under `dual_softmax/<direction>/...` when the config asks for it."""
+    """Scores every direction of a split.
+
+    Returns:
+      `<direction>/R@1` ... `<direction>/MnR`, `/num_queries`, `/num_gallery` per
+      direction, and the same under `dual_softmax/<direction>/...` when
+      `eval_config.dual_softmax` is on.
+    """
     results = {}
     for direction in directions:
         queries, query_labels, gallery, gallery_labels = gallery_and_queries(
@@ -229,14 +261,22 @@ def format_table(results: dict[str, dict[str, float]]) -> str:
 
 
 def log_table(results) -> None:
+    """Logs `format_table(results)`, line by line."""
     for line in format_table(results).splitlines():
         logging.info("%s", line)
 
 
 
 def load_for_inference(config, workdir) -> state.LoadedParams:
-    """The parameters of `config.eval.checkpoint`, or of the newest checkpoint of
-    `workdir`, after validating the config."""
+    """Validates the config and loads the parameters to embed with.
+
+    Returns:
+      The parameters of `config.eval.checkpoint`, or of the newest checkpoint of
+      `workdir`.
+
+    Raises:
+      ConfigError: the config is invalid, or `eval.splits` is empty.
+    """
     validate_config(config, jax.device_count())
     if not config.eval.splits:
         raise ConfigError("eval.splits", "empty; name the prepared splits to embed "

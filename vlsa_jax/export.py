@@ -35,13 +35,21 @@ _MODALITIES = (VIDEO, AUDIO, TEXT)
 
 @dataclasses.dataclass
 class ExportedSplit:
-    """One split of an export folder, as `export_checkpoint` wrote it."""
+    """One split of an export folder, as `export_checkpoint` wrote it.
 
-    embeddings: dict[str, np.ndarray]  # 'video' / 'audio' / 'text' -> [rows, D] unit rows
-    clips: list[str]  # clip id of each video and audio row
-    text: list[tuple[str, int]]  # (clip id, caption index) of each text row
-    captions: list[str]  # the caption of each text row
-    step: int  # of the checkpoint the embeddings come from
+    Attributes:
+      embeddings: 'video' / 'audio' / 'text' -> [rows, D] unit rows.
+      clips: the clip id of each video and audio row.
+      text: (clip id, caption index) of each text row.
+      captions: the caption of each text row.
+      step: that of the checkpoint the embeddings come from.
+    """
+
+    embeddings: dict[str, np.ndarray]
+    clips: list[str]
+    text: list[tuple[str, int]]
+    captions: list[str]
+    step: int
 
     def text_clip_rows(self) -> np.ndarray:
         """[text rows] int: the video/audio row of each caption's clip."""
@@ -54,6 +62,7 @@ def _ids_file(export_dir: pathlib.Path, split: str) -> pathlib.Path:
 
 
 def has_split(export_dir, split: str) -> bool:
+    """Whether the export folder holds `split`."""
     return _ids_file(pathlib.Path(export_dir), split).exists()
 
 

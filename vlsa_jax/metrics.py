@@ -1,20 +1,14 @@
 """Retrieval ranks and recall metrics, in NumPy, for galleries too large to score whole.
 
 Ground truth is given by integer labels: query i's correct gallery items are the j with
-`gallery_labels[j] == query_labels[i]`. One rule covers every direction: text->video
-(label = the caption's clip, gallery labels = clip indices), video->text (several
-correct captions per video), video->audio (both clip indices), and many-to-many.
-
-A query's rank is that of its best-ranked correct item:
+`gallery_labels[j] == query_labels[i]`. A query's rank is that of its best-ranked correct
+item:
 
     rank = 1 + the number of INCORRECT gallery items scoring >= its best correct score.
 
-Ties are thus broken against the query, so a model that scores everything alike ranks
-every query last rather than first; the other correct items never count against it.
-
-`dual_softmax` is the re-ranking of Cheng et al. 2021 (CAMoE, "dual softmax loss"):
-each score is multiplied by the softmax of its gallery column over all queries, which
-needs every query at once; it is reported as a separate row, never as the plain result.
+Ties count against the query; the other correct items never do. `dual_softmax` is the
+re-ranking of Cheng et al. 2021 (CAMoE), reported as a separate row, never as the plain
+result. How each direction is labelled, and why ties count against: docs/retrieval.md.
 """
 import numpy as np
 
@@ -23,7 +17,20 @@ RECALL_KS = (1, 5, 10, 50)
 
 def ranks(similarity: np.ndarray, query_labels: np.ndarray,
           gallery_labels: np.ndarray) -> np.ndarray:
-    """[Q, G] scores -> [Q] int64 1-based rank of each query's best-ranked correct item."""
+    """The rank of each query's best-ranked correct item, from a whole similarity matrix.
+
+    Args:
+      similarity: [Q, G] real scores, no NaN.
+      query_labels: [Q] int.
+      gallery_labels: [G] int; query i's correct items are those with its label.
+
+    Returns:
+      [Q] int64 1-based ranks.
+
+    Raises:
+      ValueError: a shape that does not fit, a NaN, or a query without a correct item.
+      TypeError: scores that are not real numbers, or labels that are not integers.
+    """
     similarity = np.asarray(similarity)
     if similarity.ndim != 2:
         raise ValueError(f"similarity must be [Q, G]; got shape {similarity.shape}")
@@ -41,15 +48,31 @@ def ranks(similarity: np.ndarray, query_labels: np.ndarray,
 def block_ranks(queries: np.ndarray, gallery: np.ndarray, query_labels: np.ndarray,
                 gallery_labels: np.ndarray, *, block_size: int = 1024,
                 dual_softmax_temperature: float | None = None) -> np.ndarray:
-    """Same ranks from embeddings [Q, D], [G, D] (similarity = queries @ gallery.T), never
-    holding more than block_size x G scores at once.
+    """The ranks of `ranks`, from embeddings, never holding more than block_size x G scores.
 
-    Scores are float32 (float64 if an input is) and computed by BLAS, one [block_size, G]
-    product at a time into one buffer; memory beyond the inputs is about that buffer,
-    block_size * G * 4 bytes (0.38 GiB for 1024 x 100,000). With
-    `dual_softmax_temperature`, a first pass over the query blocks gathers each gallery
-    column's log-sum-exp, and the ranking pass recomputes the scores and re-ranks them:
-    twice the matrix products.
+    Scores (similarity = queries @ gallery.T) are float32 (float64 if an input is) and
+    computed by BLAS, one [block_size, G] product at a time into one buffer; memory
+    beyond the inputs is about that buffer, block_size * G * 4 bytes (0.38 GiB for
+    1024 x 100,000). With `dual_softmax_temperature`, a first pass over the query blocks
+    gathers each gallery column's log-sum-exp, and the ranking pass recomputes the
+    scores and re-ranks them: twice the matrix products.
+
+    Args:
+      queries: [Q, D] floating-point embeddings.
+      gallery: [G, D] floating-point embeddings.
+      query_labels: [Q] int.
+      gallery_labels: [G] int; query i's correct items are those with its label.
+      block_size: query rows scored at a time.
+      dual_softmax_temperature: re-ranks with dual softmax at this temperature; None
+        ranks the plain scores.
+
+    Returns:
+      [Q] int64 1-based ranks.
+
+    Raises:
+      ValueError: a shape that does not fit, a NaN or infinite row, a query without a
+        correct item, or a block size or temperature that is not positive.
+      TypeError: embeddings that are not floating point, or labels that are not integers.
     """
     queries, gallery = _embeddings(queries, gallery)
     query_labels = _labels(query_labels, len(queries), "query_labels")
@@ -76,8 +99,15 @@ def block_ranks(queries: np.ndarray, gallery: np.ndarray, query_labels: np.ndarr
 
 
 def retrieval_metrics(ranks: np.ndarray, ks=RECALL_KS) -> dict[str, float]:
-    """{'R@1': percent of queries ranked <= 1, 'R@5', 'R@10', 'R@50', 'MdR': median rank,
-    'MnR': mean rank}, from the 1-based ranks of `ranks` or `block_ranks`."""
+    """Recall at each k, median and mean rank, from the 1-based ranks [Q] of `ranks`.
+
+    Returns:
+      {'R@1': percent of queries ranked <= 1, 'R@5', 'R@10', 'R@50' (one per `ks`),
+      'MdR': median rank, 'MnR': mean rank}.
+
+    Raises:
+      ValueError: ranks that are empty, not [Q], not integers or below 1.
+    """
     ranks = np.asarray(ranks)
     if ranks.ndim != 1 or not len(ranks):
         raise ValueError(f"ranks must be a non-empty [Q] array; got shape {ranks.shape}")
@@ -90,8 +120,12 @@ def retrieval_metrics(ranks: np.ndarray, ks=RECALL_KS) -> dict[str, float]:
 
 
 def dual_softmax(similarity: np.ndarray, temperature: float) -> np.ndarray:
-    """similarity * softmax(similarity / temperature) over the query axis (axis 0) of each
-    gallery column: the full-matrix form of `block_ranks`'s re-ranking."""
+    """The full-matrix form of `block_ranks`'s dual-softmax re-ranking.
+
+    Returns:
+      similarity * softmax(similarity / temperature), the softmax over the query axis
+      (axis 0) of each gallery column.
+    """
     similarity = np.asarray(similarity)
     logits = similarity / temperature
     logits -= logits.max(axis=0, keepdims=True)
@@ -118,8 +152,12 @@ class _CorrectItems:
                              "in the gallery (no gallery label equals theirs)")
 
     def pairs(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(rows [P], columns [P], offsets [stop - start]) of queries start..stop-1: row r's
-        correct columns are columns[offsets[r]:offsets[r + 1]], rows counted from start."""
+        """The (row, column) pairs of the correct items of queries start..stop-1.
+
+        Returns:
+          (rows [P], columns [P], offsets [stop - start]): row r's correct columns are
+          columns[offsets[r]:offsets[r + 1]], rows counted from start.
+        """
         count = self.count[start:stop]
         offsets = np.cumsum(count) - count
         rows = np.repeat(np.arange(len(count)), count)
@@ -144,8 +182,14 @@ def _rank_rows(scores: np.ndarray, correct: _CorrectItems, start: int) -> np.nda
 
 def _column_logsumexp(queries: np.ndarray, gallery: np.ndarray, temperature: float,
                       scores: np.ndarray) -> np.ndarray:
-    """[G] log sum_i exp(queries[i] . gallery[j] / temperature), one query block at a
-    time in `scores` [block, G], with a running max so no exp overflows."""
+    """Each gallery column's log-sum-exp over all queries, one query block at a time.
+
+    The blocks are computed in `scores` [block, G], with a running max so that no exp
+    overflows.
+
+    Returns:
+      [G]: log sum_i exp(queries[i] . gallery[j] / temperature).
+    """
     column_max = np.full(len(gallery), -np.inf, scores.dtype)
     column_sum = np.zeros(len(gallery), scores.dtype)
     for start in range(0, len(queries), len(scores)):

@@ -28,12 +28,19 @@ from vlsa_jax.models.vlsa import (
 
 
 class MaskedModality(NamedTuple):
-    """One modality's encoder input after masking."""
+    """One modality's encoder input after masking.
 
-    tokens: jax.Array  # [B, K, D] the visible tokens (text: all L, some replaced)
-    valid: jax.Array | None  # [B, K] bool, None when every token is real
-    ids_restore: jax.Array | None  # [B, N]; None for text (masked in place)
-    loss_mask: jax.Array  # [B, N] float32, 1 where the reconstruction loss counts
+    Attributes:
+      tokens: [B, K, D] the visible tokens (text: all L, some replaced).
+      valid: [B, K] bool; None when every token is real.
+      ids_restore: [B, N]; None for text (masked in place).
+      loss_mask: [B, N] float32, 1 where the reconstruction loss counts.
+    """
+
+    tokens: jax.Array
+    valid: jax.Array | None
+    ids_restore: jax.Array | None
+    loss_mask: jax.Array
 
 
 def pretraining_loss(model: VLSA, batch, key, config: ml_collections.ConfigDict):
@@ -115,7 +122,8 @@ def mask_modalities(model, inputs, text_valid, key, config) -> dict[str, MaskedM
 def local_losses(model, masked, inputs, text_valid, config):
     """LPMM: one joint pass over all masked modalities, one reconstruction loss each.
 
-    Returns ({modality: loss}, {modality: encoded tokens of the joint pass}).
+    Returns:
+      ({modality: loss}, {modality: encoded tokens of the joint pass}).
     """
     joint = model.encode({m: (mm.tokens, mm.valid) for m, mm in masked.items()})
     terms = {}
@@ -152,21 +160,31 @@ def global_embeddings(model, sources, joint, config) -> dict[str, jax.Array]:
 
 
 def desynchronised_embeddings(model, batch, inputs, key, config) -> dict[str, jax.Array]:
-    """Global embeddings [B, D] of each clip made out of step with itself, by modality.
+    """Global embeddings of each clip made out of step with itself, by modality.
 
-    `inputs` are the batch's own encoder inputs (`model_inputs`), whose video patches
-    are reversed as they are: resizing and patching the frames again would only repeat
-    that work.
+    Each altered modality keeps its content and loses its synchrony with the other, and
+    is embedded as the global loss embeds that modality (alone, MAE-masked when
+    `gam.masked_inputs`):
 
-    'audio' (when `gam.shifted_audio_negatives` = (low, high)): the spectrogram's interior
-    rotated in time by a whole number of frames, a fraction in [low, high] of its length:
-    of `ROTATION_CANDIDATES` random ones, the one whose cut is quietest
-    (`quietest_rotation`). The first and last half patch stay in place: a clip's edge
-    frames differ from the rest (the window's zero padding, the STFT's edge), and moved
-    inside the clip they would give the negative away without any synchrony.
-    'video' (when `gam.reversed_video_negatives`): the frames in reverse order. Each keeps
-    its content and loses its synchrony with the other modality, and is embedded as the
-    global loss embeds that modality (alone, MAE-masked when `gam.masked_inputs`).
+    * 'audio' (when `gam.shifted_audio_negatives` = (low, high)): the spectrogram's
+      interior rotated in time by a whole number of frames, a fraction in [low, high] of
+      its length: of `ROTATION_CANDIDATES` random ones, the one whose cut is quietest
+      (`quietest_rotation`). The first and last half patch stay in place: a clip's edge
+      frames differ from the rest (the window's zero padding, the STFT's edge), and
+      moved inside the clip they would give the negative away without any synchrony.
+    * 'video' (when `gam.reversed_video_negatives`): the frames in reverse order.
+
+    Args:
+      model: the VLSA module.
+      batch: the step's batch; its 'audio' is rotated.
+      inputs: the batch's own encoder inputs (`model_inputs`), whose video patches are
+        reversed as they are: resizing and patching the frames again would only repeat
+        that work.
+      key: PRNG key (rotations and masks).
+      config: the run config.
+
+    Returns:
+      {modality: [B, D] float32} for each modality altered.
     """
     shift_key, mask_key = jax.random.split(key)
     altered = {}
@@ -201,13 +219,21 @@ ROTATION_CANDIDATES = 8
 
 
 def quietest_rotation(spectrogram, candidates, margin: int) -> jax.Array:
-    """Of each clip's candidate rotations [B, K] (frames), the one whose cut is quietest.
+    """Picks, of each clip's candidate rotations, the one whose cut is quietest.
 
     Rotating by s moves frame F - s to the front: the rotated clip begins and ends at
     that cut. A cut through a sound would start or end the clip mid-sound, which whole
-    clips seldom do, and would give the negative away without any synchrony. Loudness
-    is the mean over frequency of the (log) spectrogram [B, F, bins]; a cut's loudness
-    is the loudest frame within `margin` frames either side of it.
+    clips seldom do, and would give the negative away without any synchrony.
+
+    Args:
+      spectrogram: [B, F, bins] (log) spectrograms; a frame's loudness is its mean over
+        frequency.
+      candidates: [B, K] int rotations, in frames.
+      margin: a cut's loudness is that of the loudest frame within `margin` frames
+        either side of it.
+
+    Returns:
+      [B] the chosen rotations.
     """
     frames = spectrogram.shape[1]
     loudness = spectrogram.mean(axis=2)  # [B, F]
@@ -227,9 +253,15 @@ def matching_partners(key, anchor, other, negatives: str, temperature):
     ('random') or sampled by similarity ('hard'). The diagonal is never a negative.
 
     Args:
-      anchor, other: [B, D] embeddings (used only for 'hard').
+      key: PRNG key.
+      anchor: [B, D] embeddings (used only for 'hard').
+      other: [B, D] embeddings (used only for 'hard').
+      negatives: 'random' or 'hard'.
+      temperature: divides the cosine similarities 'hard' samples by.
+
     Returns:
-      partner: [B] int32 index into `other`; labels: [B] float32, 1 for positives.
+      (partner, labels): partner [B] int32 index into `other`; labels [B] float32, 1 for
+      positives.
     """
     batch_size = anchor.shape[0]
     label_key, negative_key = jax.random.split(key)
@@ -249,11 +281,26 @@ def pair_losses(model, pair, embeddings, sources, temperature, key, config, desy
     """Global terms of one pair: symmetric InfoNCE and binary matching (Eq. 7).
 
     The matching term is left out when `config.loss.matching` is off (fine-tuning
-    trains the contrastive loss alone). `desynced` maps a modality of the pair to [B, D]
-    embeddings of its items made out of step (`desynchronised_embeddings`): they join
-    the candidates that the other modality's items rank, and `<modality>_sync_accuracy`
-    is how often item i of the other modality scores its own partner above partner i
-    desynchronised.
+    trains the contrastive loss alone).
+
+    Args:
+      model: the VLSA module.
+      pair: (anchor modality, other modality).
+      embeddings: {modality: [B, D]} global embeddings.
+      sources: {modality: (tokens, valid)} the embeddings come from (the 'joint_pass'
+        matching head re-encodes them).
+      temperature: the contrastive temperature.
+      key: PRNG key (matching negatives).
+      config: the run config.
+      desynced: maps a modality of the pair to [B, D] embeddings of its items made out
+        of step (`desynchronised_embeddings`): they join the candidates that the other
+        modality's items rank.
+
+    Returns:
+      Float32 scalars: 'nce', 'retrieval_accuracy', `<modality>_sync_accuracy` for each
+      modality of `desynced` (how often item i of the other modality scores its own
+      partner above partner i desynchronised) and, with matching, 'match' and
+      'match_accuracy'.
     """
     anchor, other = embeddings[pair[0]], embeddings[pair[1]]
     terms = {"nce": losses.symmetric_info_nce(anchor, other, temperature,

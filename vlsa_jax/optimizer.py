@@ -26,6 +26,7 @@ def decay_mask(params):
 
 
 def make_optimizer(config) -> optax.GradientTransformation:
+    """The optimizer of `config.optim`, with clipping and `train.on_nonfinite='skip'` applied."""
     optim = config.optim
     tx = optax.adamw(
         learning_rate_schedule(optim, config.train.num_steps), b1=optim.b1, b2=optim.b2,

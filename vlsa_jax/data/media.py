@@ -86,10 +86,8 @@ def decode_clip(path, start: float | None = None, end: float | None = None, *,
       missing_audio: 'error' (a file without audio is an error) or 'silence' (it
         gets an all-zero waveform with audio_valid (0, 0)).
       threads: FFmpeg threads decoding and scaling the video; 0 lets FFmpeg choose
-        (frame and slice threads). One thread is the fastest when every core runs a
-        preparation process of its own, and on 2 cores even for a single process
-        (threads cost more than they save there); 0 pays off for one process on
-        many cores.
+        (frame and slice threads). Which is faster where:
+        docs/performance.md#input-pipeline-and-preparation.
 
     Returns:
       The decoded clip.
@@ -216,14 +214,12 @@ def _run(container, consumers: dict, origin: float, decode_from: float) -> None:
 class _FramePicker:
     """Picks, for each target time, the first video frame at or after it.
 
-    Only the picked frames are resized and converted to RGB, the costly part after
-    decoding, in two steps: resizing in the decoded pixel format, then converting at
-    the output size, which takes swscale's unscaled YUV -> RGB fast path; 2-3x
-    cheaper than one scaling conversion. The chroma keeps the source's subsampling
-    (4:2:0 for most video), as the stored JPEG frames do. Each step has a reformatter
-    of its own: a frame's own `to_ndarray` builds a new swscale context per frame,
-    which costs more than the conversion. Targets past the last frame get the last
-    frame.
+    Targets past the last frame get the last frame. Only the picked frames are resized
+    and converted to RGB, in two steps, each with a reformatter of its own: resizing in
+    the decoded pixel format, then converting at the output size (swscale's unscaled
+    YUV -> RGB path). The chroma keeps the source's subsampling (4:2:0 for most video),
+    as the stored JPEG frames do. Why two steps and two reformatters:
+    docs/performance.md#input-pipeline-and-preparation.
     """
 
     def __init__(self, targets: np.ndarray, short_side: int, sample_aspect_ratio,
@@ -251,10 +247,15 @@ class _FramePicker:
             self._pick(frame, time)
 
     def finish(self) -> tuple[np.ndarray, np.ndarray, float]:
-        """Returns frames [T, H, W, 3] uint8, their times [T] float64 and the video's end.
+        """Picks the frames of the targets left, and returns every pick.
 
-        The end is infinite unless the video ended before the last target; then it is
-        the end of its last frame.
+        Returns:
+          (frames [T, H, W, 3] uint8, their times [T] float64 in seconds, the video's
+          end): the end is infinite unless the video ended before the last target, and
+          then it is the end of its last frame.
+
+        Raises:
+          MediaError: no video frame was decoded.
         """
         if self._last is None:
             raise MediaError("no decodable video frames")
@@ -281,7 +282,11 @@ class _FramePicker:
 
 
 def _resized(width: int, height: int, sample_aspect_ratio, short_side: int):
-    """(width, height) with the short side `short_side`, display aspect kept, both even."""
+    """The output size of a frame: short side `short_side`, display aspect kept.
+
+    Returns:
+      (width, height), both even.
+    """
     display_width = width * float(sample_aspect_ratio or 1)
     scale = short_side / min(display_width, height)
     return _even(display_width * scale), _even(height * scale)
@@ -318,7 +323,12 @@ class _AudioWindow:
         self.done = time >= self._window_end + _AUDIO_MARGIN_S
 
     def finish(self) -> tuple[np.ndarray, tuple[int, int]]:
-        """Returns the window [clip_samples] float32 and its valid range [first, last)."""
+        """Flushes the resampler and cuts the window out.
+
+        Returns:
+          (the window [clip_samples] float32, the range [first, last) of it that holds
+          decoded audio; zeros elsewhere).
+        """
         self._chunks.extend(out.to_ndarray()[0] for out in self._resampler.resample(None))
         window = np.zeros(self._clip_samples, np.float32)
         if self._decoded_start is None:

@@ -6,10 +6,10 @@
 
 The host decodes and crops; the crops travel in square canvases with their side and
 flip ('video_crop'), and the model resizes and mirrors them on the device
-(models.frames), where it costs about 1% of a base step's FLOPs or less instead of a
-fifth of the host's time. Every random choice comes from grain's per-element generator, so
-a pipeline restored from its saved state continues with exactly the batches it would
-have produced.
+(models.frames). Every random choice comes from grain's per-element generator, so a
+pipeline restored from its saved state continues with exactly the batches it would have
+produced. Why the work is split so, and what each stage costs:
+docs/performance.md#input-pipeline-and-preparation.
 """
 import collections
 import dataclasses
@@ -29,7 +29,10 @@ from vlsa_jax.modalities import (
 
 
 def load_split(split_dir: str | pathlib.Path, config) -> list[str]:
-    """The split's shard paths, after checking its manifest against the config and its shards.
+    """Checks a prepared split against the config and returns its shard paths.
+
+    The manifest must carry the config's modalities and match its front-end, stored-frame
+    and text.max_len parameters, and every shard must hold the records the manifest lists.
 
     Raises:
       ValueError: naming the config field the records disagree with, or the shard
@@ -69,7 +72,17 @@ def _check_shard(path: str, num_records: int) -> None:
 
 def segment_frame_indices(num_stored: int, num_frames: int,
                           rng: np.random.Generator | None) -> np.ndarray:
-    """One frame per equal temporal segment: random within it (training) or its centre (eval)."""
+    """Picks one frame index per equal temporal segment of `num_stored` frames.
+
+    Args:
+      num_stored: the frames the record holds.
+      num_frames: the segments, one frame each.
+      rng: draws a random frame within each segment (training); None takes each
+        segment's centre (evaluation).
+
+    Returns:
+      [num_frames] int frame indices, one per segment, in order.
+    """
     edges = np.arange(num_frames + 1) * (num_stored / num_frames)
     if rng is None:
         return np.floor((edges[:-1] + edges[1:]) / 2).astype(int)
@@ -77,22 +90,36 @@ def segment_frame_indices(num_stored: int, num_frames: int,
 
 
 def random_crop_box(width: int, height: int, min_scale: float, rng: np.random.Generator):
-    """A random square (left, top, side) covering [min_scale, 1] of the short side's
-    square, anywhere in the frame."""
+    """A random square crop of a width x height frame, anywhere in it.
+
+    Its area is a random fraction in [min_scale, 1] of the short side's square.
+
+    Returns:
+      (left, top, side) in pixels.
+    """
     side = max(1, round(min(width, height) * np.sqrt(rng.uniform(min_scale, 1.0))))
     return int(rng.integers(width - side + 1)), int(rng.integers(height - side + 1)), side
 
 
 def centre_crop_box(width: int, height: int):
+    """The largest square in the frame's centre: (left, top, side) in pixels."""
     side = min(width, height)
     return (width - side) // 2, (height - side) // 2, side
 
 
 def decode_jpeg(data: bytes, buffer: np.ndarray | None = None) -> np.ndarray:
-    """JPEG bytes -> [H, W, 3] uint8 RGB (grey JPEGs too), written into `buffer` if given.
+    """Decodes a JPEG (grey ones too) straight to RGB, with libjpeg-turbo (simplejpeg).
 
-    libjpeg-turbo through simplejpeg, straight to RGB. A reused buffer spares a new array
-    per frame, whose page faults added 24% to decoding 341x256 frames in a fresh process.
+    Args:
+      data: the JPEG's bytes.
+      buffer: a uint8 array to decode into, if given: a reused buffer spares a new array,
+        and its page faults, per frame (docs/performance.md).
+
+    Returns:
+      [H, W, 3] uint8 RGB, written into `buffer` when given.
+
+    Raises:
+      ValueError: the bytes are not a decodable JPEG.
     """
     try:
         return simplejpeg.decode_jpeg(data, colorspace="RGB", buffer=buffer)
@@ -127,9 +154,21 @@ def jpeg_size(data: bytes) -> tuple[int, int]:
 
 def crop_frames(jpegs, indices, box: tuple[int, int, int], out: np.ndarray,
                 decoder: FrameDecoder | None = None) -> np.ndarray:
-    """Decodes JPEG frames and copies the square `box` (left, top, side) of each into
-    the top-left corner of `out` [T, C, C, 3] uint8 (C >= side), zeroing the rest, so
-    that a batch depends on its examples alone, whichever buffer it reuses."""
+    """Decodes JPEG frames and copies the same square of each into a canvas of `out`.
+
+    Each crop goes to the top-left corner of its canvas and the rest is zeroed, so that
+    a batch depends on its examples alone, whichever buffer it reuses.
+
+    Args:
+      jpegs: the record's JPEG frames.
+      indices: the frames to decode, one per canvas.
+      box: (left, top, side) of the square, the same for every frame.
+      out: [T, C, C, 3] uint8 canvases (C >= side), written in place.
+      decoder: decodes the frames; a new FrameDecoder if None.
+
+    Returns:
+      `out`.
+    """
     decoder = decoder or FrameDecoder()
     left, top, side = box
     for i, index in enumerate(indices):
@@ -143,7 +182,7 @@ class ReusedArrays:
     """Batch arrays handed out again once nothing but this pool refers to them.
 
     A batch at the paper's sizes is about 60 MB, which glibc maps afresh for every
-    batch and faults in page by page as it is written (≈ 0.2 ms a sample). An array
+    batch and faults in page by page as it is written (docs/performance.md). An array
     is reused only when the pool holds its sole reference, so a batch that is still
     anywhere downstream (grain's read-ahead buffer, the training loop, a view of it,
     a jax array made from it, which keeps a reference) is never overwritten.
@@ -181,8 +220,11 @@ def _reference_counts(arrays: dict) -> list[int]:
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
-    """One example's record and the choices made for it: random in training, fixed (centre
-    frames and crop, first caption) in evaluation."""
+    """One example's record and the choices made for it.
+
+    The choices are random in training and fixed in evaluation (centre frames and crop,
+    first caption).
+    """
 
     record: records.ClipRecord
     frame_indices: np.ndarray | None = None
@@ -214,6 +256,7 @@ class Preprocessor:
         return {name: array[0] for name, array in self.batch([self.plan(data, rng)]).items()}
 
     def plan(self, data: bytes, rng: np.random.Generator | None = None) -> Plan:
+        """Decodes a record and makes its choices, from `rng` in training."""
         record = records.decode_record(data)
         choices = {}
         if "v" in self._modalities:
@@ -288,6 +331,7 @@ def training_dataset(config, process_index: int = 0, process_count: int = 1):
 
 
 def split_source(config, split_dir) -> grain.MapDataset:
+    """The split's record bytes in record order, after `load_split`'s checks."""
     return grain.MapDataset.source(
         grain.sources.ArrayRecordDataSource(load_split(split_dir, config)))
 
@@ -315,8 +359,10 @@ def evaluation_clips(config, split_dir, batch_size: int, process_index: int = 0,
                      process_count: int = 1):
     """Every clip of the split once, in record order: centre crop, uniformly spaced frames.
 
-    Yields host-local batches of the media modalities of `config.data.modalities`,
-    plus 'clip_index' [B] (the record's position in the split) and 'valid' [B].
+    Returns:
+      An iterator of host-local batches of the media modalities of
+      `config.data.modalities`, plus 'clip_index' [B] (the record's position in the
+      split) and 'valid' [B] bool.
     """
     media_only = "".join(m for m in config.data.modalities if m in "av")
     preprocess = Preprocessor(config, media_only, training=False)
@@ -327,8 +373,13 @@ def evaluation_clips(config, split_dir, batch_size: int, process_index: int = 0,
 
 def evaluation_captions(config, split_dir, batch_size: int, process_index: int = 0,
                         process_count: int = 1):
-    """Every caption of every clip once: 'text_ids', 'text_mask' [B, L], 'clip_index' and
-    'caption_index' [B] (which clip and which of its captions), and 'valid' [B]."""
+    """Every caption of every clip of the split once.
+
+    Returns:
+      An iterator of host-local batches of 'text_ids', 'text_mask' [B, L], 'clip_index'
+      and 'caption_index' [B] (which clip and which of its captions), and 'valid' [B]
+      bool.
+    """
     source = split_source(config, split_dir)
     # One pass decodes each record once; token ids are small enough to keep.
     captions = []

@@ -25,6 +25,9 @@ def learn_vocabulary(word_counts: Mapping[str, int], size: int,
       word_counts: how often each (normalised, pre-tokenised) word occurs.
       size: the most pieces to return; the alphabet is kept whole even when larger.
       prefix: marks a piece that continues a word.
+
+    Returns:
+      The pieces, in learning order.
     """
     words = sorted(word for word, count in word_counts.items() if word and count > 0)
     counts = [word_counts[word] for word in words]

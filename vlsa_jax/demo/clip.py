@@ -1,42 +1,23 @@
 """SyncShapes clips: what a clip shows and sounds, how a split's clips are drawn, their captions.
 
 A clip is a coloured shape crossing a dark, faintly textured background and bouncing off
-the walls (render.py draws it). Every wall contact lights the struck wall for 0.375 s
-around it, brightest at the contact, and sounds a short note over faint noise, starting at
-the contact's time (sound.py synthesises it): the shape sets the timbre (circle: sine,
-square: square wave, triangle: sawtooth, diamond: triangle wave, star: bell-like partials)
-and the colour the pitch. The caption names the size, colour, shape, speed, direction,
-starting region, number of bounces and the sound, in one of several templates with
-synonyms: "a small red circle moves quickly to the left from the top right and bounces
-twice with a low beep each time". Within a split no two clips share their discretised
-attributes (a clip that repeats an earlier one's is resampled), so no two share a caption
-either. Everything about a clip follows from (seed, split, clip index).
+the walls (render.py draws it). Every wall contact lights the struck wall and sounds a
+note (sound.py synthesises it): the shape sets the timbre and the colour the pitch. The
+caption names the attributes in one of several templates with synonyms. Within a split no
+two clips share their discretised attributes (a clip that repeats an earlier one's is
+resampled), so no two share a caption either. Everything about a clip follows from
+(seed, split, clip index).
 
-The sync_hard split
--------------------
-sync_hard.jsonl lists N clips twice: `<id>` (split key 'sync_hard'), as generated, and
+sync_hard lists N clips twice: `<id>` (split key 'sync_hard'), as generated, and
 `<id>_shifted` (split key 'sync_hard_shifted'): the same video and caption, its audio
 rotated circularly by 0.3-0.7 of the clip's length, so that every note starts at least
-0.25 s from every bounce and, like the original notes, clear of the clip's edges.
-Rotation, unlike a delay with padding, keeps the notes, their number and the noise: the
-two tracks differ only in when the notes sound relative to the picture. Every sync_hard
-clip bounces once or twice (without a note there is nothing to shift; the rotated notes
-of three cannot all keep clear of the bounces and the edges). Prepare the two split keys
-as two splits and score the originals with the shifted copies' audio as distractors:
+0.25 s from every bounce. Prepare the two split keys as two splits and score the
+originals with the shifted copies' audio as distractors:
 
     config.eval.splits = "RECORDS/sync_hard+RECORDS/sync_hard_shifted:a"
 
-In video->audio, each original video's gallery (2N audios) then holds its own audio and
-its shifted twin. A timing-blind model (one that hears which notes sound and sees which
-shape moves, not when) scores the twins alike, so at best it picks its own by chance:
-expected R@1 at most 1/2, `TIMING_BLIND_V2A_R1` (exact ties count against the query in
-`metrics.ranks`, which makes it 0). Only synchrony lifts video->audio R@1 above 1/2.
-A caption says nothing about when, so text->audio has nothing to tell the twins by.
-
-The copies are two splits, not one of 2N clips, because they share their video: in a
-sweep over all 2N videos, an original and its shifted copy are the same query, rank the
-same audio first and at most one of them is right, which bounds video->audio (and
-audio->video) R@1 by 1/2 for every model, synchronised or not.
+A model blind to timing then reaches at most `TIMING_BLIND_V2A_R1` of its video->audio
+R@1 without the copies. The corpus, and why the test is built so: docs/demo.md.
 """
 import dataclasses
 import math
@@ -45,10 +26,12 @@ import zlib
 import numpy as np
 
 SPLITS = ("train", "val", "test", "sync_hard")
-# The split key of sync_hard's shifted copies (see the module docstring).
+# The split key of sync_hard's shifted copies.
 SHIFTED_SPLIT = "sync_hard_shifted"
 SHIFTED_SUFFIX = "_shifted"
-# Expected video->audio R@1 on sync_hard of a model blind to timing (see the docstring).
+# A model blind to timing picks between a clip's audio and its shifted copy by chance at
+# best: its expected video->audio R@1 on sync_hard, as a fraction of its R@1 without the
+# copies (docs/demo.md, the synchrony test).
 TIMING_BLIND_V2A_R1 = 0.5
 MAX_BOUNCES = 4
 # sync_hard's clips bounce once or twice: the notes of three bounces, rotated, cannot all
@@ -117,12 +100,19 @@ class SyncShapesOptions:
 
 @dataclasses.dataclass(frozen=True)
 class _Shape:
-    """outline: vertices in units of the shape's radius, image axes (x right, y down),
-    in order around the centre; None for a circle of radius 1."""
+    """A shape's outline, its note and its words.
+
+    Attributes:
+      outline: vertices in units of the shape's radius, image axes (x right, y down),
+        in order around the centre; None for a circle of radius 1.
+      timbre: a key of sound.py's partials.
+      names: synonyms for the caption.
+      sound: the caption's word for its note.
+    """
 
     outline: tuple[tuple[float, float], ...] | None
-    timbre: str  # a key of sound.py's partials
-    names: tuple[str, ...]  # synonyms for the caption
+    timbre: str
+    names: tuple[str, ...]
     sound: str
 
 
@@ -269,7 +259,14 @@ def sample_split(split: str, options: SyncShapesOptions) -> list[ClipSpec]:
 def _sample_clip(rng: np.random.Generator, clip_id: str, split: str,
                  options: SyncShapesOptions, taken: set,
                  sync_hard: bool) -> tuple[ClipSpec, int]:
-    """(a clip whose attributes are not in `taken`, its sync_hard shift in samples)."""
+    """Draws a clip whose attributes are not in `taken`.
+
+    Returns:
+      (the clip, its sync_hard shift in samples; 0 outside sync_hard).
+
+    Raises:
+      RuntimeError: no such clip in `_MAX_ATTEMPTS` draws.
+    """
     fewest, most = SYNC_HARD_BOUNCES if sync_hard else (0, MAX_BOUNCES)
     bounces = int(rng.integers(fewest, most + 1))
     for _ in range(_MAX_ATTEMPTS):
@@ -309,7 +306,11 @@ def _choice(rng: np.random.Generator, values):
 
 
 def _sample_motion(rng, attributes: dict, size: int, seconds: float):
-    """(radius, start (x, y), velocity (x, y)) within the ranges of the attributes' words."""
+    """Draws a motion within the ranges of the attributes' words.
+
+    Returns:
+      (radius, start (x, y), velocity (x, y)), in pixels and pixels per second.
+    """
     radius = rng.uniform(*_SIZES[attributes["size"]]) * size
     (x_low, x_high), (y_low, y_high) = walls(attributes["shape"], radius, size)
     row, column = divmod(_STARTS.index(attributes["start"]), 3)
@@ -335,8 +336,13 @@ def _well_spaced(times, seconds: float) -> bool:
 
 
 def _sample_shift(rng, bounce_times, options: SyncShapesOptions) -> int | None:
-    """A rotation of the audio (samples) that moves every note away from every bounce, and
-    keeps the notes clear of the clip's edges; None if none was found."""
+    """Draws a rotation of the audio track that puts every note out of sync.
+
+    Returns:
+      The rotation in samples: every rotated note starts at least _MIN_SYNC_OFFSET_S
+      from every bounce and stays clear of the clip's edges; None if no draw of
+      _SHIFT_ATTEMPTS was.
+    """
     samples = num_samples(options)
     onsets = np.round(np.asarray(bounce_times) * options.sample_rate)
     for _ in range(_SHIFT_ATTEMPTS):
@@ -385,7 +391,11 @@ def annotation_row(spec: ClipSpec, options: SyncShapesOptions) -> dict:
 
 
 def walls(shape: str, radius: float, size: int) -> tuple[tuple[float, float], ...]:
-    """((x_low, x_high), (y_low, y_high)): where the centre is when the shape touches a wall."""
+    """Where the shape's centre is when the shape touches each wall.
+
+    Returns:
+      ((x_low, x_high), (y_low, y_high)) in pixels.
+    """
     outline = SHAPES[shape].outline
     points = np.array([(-1.0, -1.0), (1.0, 1.0)] if outline is None else outline)
     low, high = -points.min(axis=0) * radius, size - points.max(axis=0) * radius

@@ -16,8 +16,21 @@ INVERSE_REGULARISATION = 10.0
 
 
 def probe_accuracy(features: np.ndarray, labels, folds: int = FOLDS) -> float:
-    """Cross-validated accuracy of a logistic regression predicting `labels` [N] from
-    `features` [N, D]: each clip is predicted by a probe fitted on the other folds."""
+    """Cross-validated accuracy of a logistic regression predicting labels from features.
+
+    Each clip is predicted by a probe fitted on the other folds.
+
+    Args:
+      features: [N, D], one row per clip.
+      labels: [N], each clip's value of the attribute.
+      folds: the number of cross-validation folds.
+
+    Returns:
+      The fraction of clips predicted right.
+
+    Raises:
+      ValueError: fewer clips than folds.
+    """
     labels = np.asarray(labels)
     if len(labels) < folds:
         raise ValueError(f"{len(labels)} clips cannot be split into {folds} folds")
@@ -40,8 +53,16 @@ def majority_rate(labels) -> float:
 
 def probe_attributes(embeddings: dict[str, np.ndarray],
                      attributes: dict[str, list]) -> dict[str, dict[str, float]]:
-    """{modality: {attribute: accuracy}} and, under 'majority', each attribute's
-    majority rate. `embeddings`: {modality: [N, D]}; `attributes`: {name: N values}."""
+    """Probes every modality's embeddings for every attribute.
+
+    Args:
+      embeddings: {modality: [N, D]}.
+      attributes: {name: N values}, clip i's value at position i.
+
+    Returns:
+      {modality: {attribute: accuracy}} and, under 'majority', each attribute's
+      majority rate.
+    """
     results = {modality: {name: probe_accuracy(features, values)
                           for name, values in attributes.items()}
                for modality, features in embeddings.items()}

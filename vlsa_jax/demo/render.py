@@ -82,8 +82,12 @@ def _background(spec: ClipSpec, size: int) -> np.ndarray:
 
 @functools.cache
 def _outline_radii(shape: str) -> np.ndarray:
-    """[_OUTLINE_BINS] distance from the centre to the outline, in radii, bin j covering
-    the angles [2 pi j, 2 pi (j + 1)) / _OUTLINE_BINS (image axes)."""
+    """The distance from the centre to the shape's outline, in radii, by angle.
+
+    Returns:
+      [_OUTLINE_BINS] float32; bin j covers the angles [2 pi j, 2 pi (j + 1)) /
+      _OUTLINE_BINS (image axes).
+    """
     outline = SHAPES[shape].outline
     if outline is None:
         return np.ones(_OUTLINE_BINS, np.float32)

@@ -28,8 +28,11 @@ _PARTIALS = {
 
 
 def render_audio(spec: ClipSpec, options: SyncShapesOptions) -> np.ndarray:
-    """[seconds * sample_rate] float32 mono: noise, a note at each bounce, rotated by
-    spec.audio_shift samples."""
+    """The clip's audio track: noise and a note at each bounce, rotated by its audio_shift.
+
+    Returns:
+      [seconds * sample_rate] float32 mono.
+    """
     rng = np.random.default_rng([spec.noise_seed, 1])
     signal = _NOISE_STD * rng.standard_normal(num_samples(options))
     note = _note(spec.shape, spec.colour, options.sample_rate)
@@ -41,8 +44,11 @@ def render_audio(spec: ClipSpec, options: SyncShapesOptions) -> np.ndarray:
 
 @functools.cache
 def _note(shape: str, colour: str, sample_rate: int) -> np.ndarray:
-    """[NOTE_S * sample_rate] float32: the shape's timbre at the colour's pitch, a fast
-    attack and an exponential decay."""
+    """One note: the shape's timbre at the colour's pitch, a fast attack, an exponential decay.
+
+    Returns:
+      [NOTE_S * sample_rate] float32.
+    """
     t = np.arange(round(NOTE_S * sample_rate)) / sample_rate
     fundamental = COLOURS[colour].pitch_hz
     ratios, amplitudes = np.array([

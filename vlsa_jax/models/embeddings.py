@@ -7,13 +7,13 @@ from vlsa_jax.models.transformer import StackSpec, dense, layer_norm
 
 
 def patchify_video(frames, patch: int):
-    """frames: [B, T, H, W, C] -> patches [B, T*(H/p)*(W/p), p*p*C], frame-major."""
+    """Cuts frames [B, T, H, W, C] into patches [B, T*(H/p)*(W/p), p*p*C], frame-major."""
     return einops.rearrange(
         frames, "b t (h p1) (w p2) c -> b (t h w) (p1 p2 c)", p1=patch, p2=patch)
 
 
 def patchify_audio(spectrogram, patch: int):
-    """spectrogram: [B, time, freq] -> patches [B, (time/p)*(freq/p), p*p], time-major."""
+    """Cuts a spectrogram [B, time, freq] into patches [B, (time/p)*(freq/p), p*p], time-major."""
     return einops.rearrange(
         spectrogram, "b (t p1) (f p2) -> b (t f) (p1 p2)", p1=patch, p2=patch)
 
@@ -48,7 +48,7 @@ class PatchEmbedding(nnx.Module):
         self.positions = FactorizedPositions(grid, spec.width, spec, rngs=rngs)
 
     def __call__(self, patches):
-        """patches: [B, N, patch_dim] -> tokens [B, N, D]."""
+        """Embeds patches [B, N, patch_dim] as tokens [B, N, D]."""
         return self.proj(patches) + self.positions().astype(self.proj.dtype)
 
 
@@ -64,7 +64,7 @@ class TextEmbedding(nnx.Module):
         self.norm = layer_norm(spec.width, spec, rngs)
 
     def __call__(self, token_ids):
-        """token_ids: [B, L] int -> tokens [B, L, D]."""
+        """Embeds token ids [B, L] int as tokens [B, L, D]."""
         return self.norm(self.words(token_ids) + self.positions().astype(self.words.dtype))
 
 

@@ -62,7 +62,15 @@ class Attention(nnx.Module):
         self.out = dense(d, d, ("heads", "embed"), spec, rngs)
 
     def __call__(self, x, valid):
-        """x: [B, S, D]; valid: [B, S] bool (keys that may be attended to) or None."""
+        """Self-attention over x [B, S, D].
+
+        Args:
+          x: [B, S, D] tokens.
+          valid: [B, S] bool, the keys that may be attended to; None: all of them.
+
+        Returns:
+          [B, S, D].
+        """
         split = lambda t: t.reshape(*t.shape[:2], self.num_heads, -1)  # noqa: E731
         q, k, v = split(self.query(x)), split(self.key(x)), split(self.value(x))
         mask = None if valid is None else valid[:, None, None, :]
@@ -106,7 +114,15 @@ class Stack(nnx.Module):
         self.norm = layer_norm(spec.width, spec, rngs)
 
     def __call__(self, x, valid=None):
-        """x: [B, S, D]; valid: [B, S] bool or None (all tokens valid). Returns [B, S, D]."""
+        """Runs the blocks and the final LayerNorm over x [B, S, D].
+
+        Args:
+          x: [B, S, D] tokens.
+          valid: [B, S] bool, the tokens that may be attended to; None: all of them.
+
+        Returns:
+          [B, S, D].
+        """
 
         def apply_block(block, h):
             return block(h, valid)

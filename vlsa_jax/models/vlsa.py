@@ -45,6 +45,7 @@ def global_pairs(config: ml_collections.ConfigDict) -> tuple[tuple[str, str], ..
 
 
 def pair_name(pair: tuple[str, str]) -> str:
+    """The pair's key in metric names and matching heads, e.g. 'audio_video'."""
     return "_".join(pair)
 
 
@@ -77,18 +78,26 @@ def token_grids(config) -> dict[str, tuple[int, ...]]:
 
 
 def patch_dims(config) -> dict[str, int]:
+    """Values per flattened patch: video p*p*3, audio p*p."""
     return {VIDEO: config.video.patch**2 * 3, AUDIO: config.audio.patch**2}
 
 
 def model_inputs(batch, config) -> dict[str, jax.Array]:
-    """Batch arrays -> encoder inputs: video and audio patches, text ids.
+    """Turns batch arrays into encoder inputs: video and audio patches, text ids.
 
-    batch: 'video' [B, T, H, W, 3] uint8 RGB at the model's size or, with 'video_crop'
-    [B, 2] (side, flip), the input pipeline's square canvases, whose crops are resized
-    here (models.frames); 'audio' [B, time, freq] float (normalised), 'text_ids'
-    [B, L] int (with 'text_mask' [B, L], 1 on real tokens); a modality the batch lacks
-    is simply absent. Frames travel as uint8 (4x less host memory, worker traffic and
-    host-to-device transfer) and are normalised here, on the device.
+    Frames travel as uint8 (4x less host memory, worker traffic and host-to-device
+    transfer) and are normalised here, on the device.
+
+    Args:
+      batch: 'video' [B, T, H, W, 3] uint8 RGB at the model's size or, with
+        'video_crop' [B, 2] (side, flip), the input pipeline's square canvases, whose
+        crops are resized here (models.frames); 'audio' [B, time, freq] float
+        (normalised); 'text_ids' [B, L] int (with 'text_mask' [B, L], 1 on real
+        tokens). A modality the batch lacks is simply absent.
+      config: the run config.
+
+    Returns:
+      {modality: input}: video and audio patches [B, N, patch_dim], text ids [B, L].
     """
     inputs = {}
     if VIDEO in batch:
@@ -115,7 +124,15 @@ class DecoderInput(nnx.Module):
         self.positions = FactorizedPositions(grid, dec.width, dec, rngs=rngs)
 
     def __call__(self, encoded, ids_restore):
-        """encoded: [B, K, D] visible tokens; ids_restore: [B, N] or None (nothing dropped)."""
+        """Projects the visible tokens [B, K, D] and puts mask tokens where tokens were dropped.
+
+        Args:
+          encoded: [B, K, D] visible tokens.
+          ids_restore: [B, N]; None when nothing was dropped.
+
+        Returns:
+          [B, N, decoder width] with the decoder's positions.
+        """
         x = self.proj(encoded)
         if ids_restore is not None:
             x = masking.restore_tokens(x, self.mask_token[...].astype(x.dtype), ids_restore)
@@ -186,9 +203,14 @@ class VLSA(nnx.Module):
     def encode(self, inputs: dict[str, tuple[jax.Array, jax.Array | None]]) -> dict[str, jax.Array]:
         """Runs encoder passes: modalities given together that share an encoder see each other.
 
-        inputs: modality -> (tokens [B, N_m, D], valid [B, N_m] bool or None).
-        Returns modality -> encoded tokens [B, N_m, D]. Passing one modality is the
-        unimodal pass retrieval uses; passing all three is the joint pass of Eq. 3.
+        Passing one modality is the unimodal pass retrieval uses; passing all three is
+        the joint pass of Eq. 3.
+
+        Args:
+          inputs: modality -> (tokens [B, N_m, D], valid [B, N_m] bool or None).
+
+        Returns:
+          modality -> encoded tokens [B, N_m, D].
         """
         encoded = {}
         for group, encoder in zip(self.encoder_groups, self.encoders):
@@ -200,9 +222,14 @@ class VLSA(nnx.Module):
     def reconstruct(self, modality: str, encoded, ids_restore, valid):
         """Decodes one modality from its encoded tokens.
 
-        encoded: [B, K, D] (the visible tokens for video and audio, all for text);
-        ids_restore: [B, N] or None; valid: [B, N] bool or None.
-        Returns video/audio patches [B, N, patch_dim] or text logits [B, L, vocab].
+        Args:
+          modality: 'video', 'audio' or 'text'.
+          encoded: [B, K, D] (the visible tokens for video and audio, all for text).
+          ids_restore: [B, N], or None (text: masked in place).
+          valid: [B, N] bool, or None.
+
+        Returns:
+          float32 video/audio patches [B, N, patch_dim] or text logits [B, L, vocab].
         """
         index = next(i for i, g in enumerate(self.decoder_groups) if modality in g)
         x = self.decoder_inputs[modality](encoded, ids_restore)
@@ -214,6 +241,7 @@ class VLSA(nnx.Module):
         return self.matching_heads[pair_name(pair)](features)[:, 0].astype(jnp.float32)
 
     def temperature(self):
+        """The contrastive temperature: fixed, or learned (as its log)."""
         if self.learnable_temperature:
             # Clamped so a runaway temperature cannot blow the logits up.
             return jnp.maximum(jnp.exp(self.log_temperature[...]), 1e-3)
