@@ -3,10 +3,13 @@ r"""VLSA pre-training: the paper's configuration and smaller variants.
     python -m vlsa_jax.main --config=configs/pretrain.py --workdir=DIR
     python -m vlsa_jax.main --config=configs/pretrain.py:variant=tiny,batch_size=8 --workdir=DIR
     python -m vlsa_jax.main --config=configs/pretrain.py --config.train.num_steps=100 --workdir=DIR
+    python -m vlsa_jax.main --config=configs/pretrain.py:init=public --workdir=DIR
 
 Variants: `base` is the paper (ViT-B encoder 12x768x12, decoder 8x512x16, 8 frames
 of 224x224, a 256x256 spectrogram, 40 text tokens); `small` a ViT-S encoder on the
 same inputs; `tiny` a few-layer model on small inputs, for tests and laptops.
+`init=public` starts from facebook/vit-mae-base and bert-base-uncased (base only;
+docs/training.md, "Starting from public weights").
 Every field the code reads is declared here, and its default's type, the same in
 every variant, is the field's type; the config is validated against them before any
 work starts (vlsa_jax/config_validation.py). Fields that do not change a run's results
@@ -45,9 +48,14 @@ _VARIANTS = {
 def get_config(arg=None):
     """Returns the pre-training config; `arg` is `key=value,...` (see module docstring)."""
     arg = config_lib.parse_arg(
-        arg, variant="base", batch_size=-1, num_steps=-1, fsdp=1, tensor=1)
+        arg, variant="base", batch_size=-1, num_steps=-1, fsdp=1, tensor=1, init="")
     if arg.variant not in _VARIANTS:
         raise ValueError(f"variant={arg.variant!r} is not one of {sorted(_VARIANTS)}")
+    if arg.init not in ("", "public"):
+        raise ValueError(f"init={arg.init!r} is not 'public' (or left out)")
+    if arg.init == "public" and arg.variant != "base":
+        raise ValueError(f"init=public needs variant=base: the public checkpoints are "
+                         f"ViT-B and BERT-base (width 768), not variant={arg.variant}")
     size = _VARIANTS[arg.variant]
     tiny = arg.variant == "tiny"
 
@@ -228,6 +236,15 @@ def get_config(arg=None):
     # Start training from these weights (a workdir, checkpoints folder or step folder);
     # the optimizer starts fresh. '': random initialisation. Ignored when resuming.
     config.init.checkpoint = ""
+    # Public weights, read before init.checkpoint (which overrides them; both ignored when
+    # resuming): a directory with config.json + model.safetensors, or a Hub name.
+    public = arg.init == "public"
+    # ViT or ViTMAE: encoder, video patches and positions (ViTMAE: also the decoder).
+    config.init.vit = "facebook/vit-mae-base" if public else ""
+    # BERT: the text embedding (words, positions, LayerNorm).
+    config.init.bert = "bert-base-uncased" if public else ""
+    # The audio patch projection from init.vit's image one, averaged over RGB (CAV-MAE).
+    config.init.audio_from_vit = public
 
     config.checkpoint = ml_collections.ConfigDict()
     config.checkpoint.every_steps = 50 if tiny else 1_000
