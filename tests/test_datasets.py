@@ -5,7 +5,7 @@ import pathlib
 import pytest
 
 from vlsa_jax.data.annotations import ClipAnnotation
-from vlsa_jax.data.datasets import ADAPTERS, get_adapter, read_annotations
+from vlsa_jax.data.datasets import ADAPTERS, common, get_adapter, read_annotations
 
 _LSMDC_CLIP = "0001_American_Beauty_00.00.51.926-00.00.54.129"
 
@@ -69,7 +69,7 @@ def test_generic_csv_filters_by_split_column(tmp_path):
                   "id,path,caption,split\na,a.mp4,A,train\nb,b.mp4,B,test\nc,c.mp4,C,train\n")
     assert _ids(read_annotations("generic", path, "", "train")) == ["a", "c"]
     assert _ids(read_annotations("generic", path, "", "test")) == ["b"]
-    with pytest.raises(ValueError, match="'val'.*valid splits: test, train"):
+    with pytest.raises(ValueError, match="clips.csv has no split 'val'; valid splits: test, train"):
         read_annotations("generic", path, "", "val")
 
 
@@ -312,10 +312,10 @@ def test_howto100m_rejects_lists_of_different_lengths(tmp_path):
 
 
 def _non_utf8_fixture(name: str, tmp_path: pathlib.Path) -> str:
-    """A file of `name`'s format whose only caption holds a Latin-1 'é' (byte 0xe9)."""
+    """A file of `name`'s format whose first caption holds a Latin-1 'é' (byte 0xe9)."""
     caption = b"caf\xe9 scene"
     if name == "generic":
-        data = b"id,path,caption\nc,c.mp4," + caption + b"\n"
+        data = b"id,path,caption\nc,c.mp4," + caption + "\nd,d.mp4,caf\u00e9 ok\n".encode()
         file_name = "clips.csv"
     elif name == "lsmdc":
         data = _LSMDC_CLIP.encode() + b"\t1\t2\t3\t4\t" + caption + b"\n"
@@ -330,9 +330,17 @@ def _non_utf8_fixture(name: str, tmp_path: pathlib.Path) -> str:
 
 
 @pytest.mark.parametrize("name", ["generic", "lsmdc", "msrvtt"])
-def test_non_utf8_bytes_are_replaced(name, tmp_path):
+def test_non_utf8_bytes_are_kept_as_escapes_in_their_caption(name, tmp_path):
     clips = read_annotations(name, _non_utf8_fixture(name, tmp_path), "", "train")
-    assert [clip.captions for clip in clips] == [("caf\ufffd scene",)]
+    assert clips[0].captions == ("caf\udce9 scene",)
+    assert all(common.utf8_error(c) is None for clip in clips[1:] for c in clip.captions)
+
+
+def test_utf8_errors_are_described_and_replaced():
+    assert common.utf8_error("caf\u00e9") is None
+    assert common.utf8_error("caf\udce9 \udcff") == "byte 0xe9 at character 3 is not UTF-8"
+    assert common.utf8_error("a\ud83d") == "unpaired surrogate U+D83D at character 1 is not UTF-8"
+    assert common.replace_invalid_utf8("caf\udce9 \udcff") == "caf\ufffd \ufffd"
 
 
 @pytest.mark.parametrize("name, file_name, text", [

@@ -1,5 +1,9 @@
-"""Preparation: real media in, ArrayRecord shards and a manifest out; failures named, resumable."""
+"""Preparation: real media in, ArrayRecord shards and a manifest out; failures named, resumable,
+and inputs checked (changed inputs, empty splits, invalid captions and paths, missing files)."""
+import hashlib
+import logging
 import os
+import shutil
 import subprocess
 import sys
 
@@ -9,6 +13,7 @@ from array_record.python import array_record_module
 
 from tests.data_helpers import CAPTIONS, GOOD_CLIPS, prepared_split, write_corpus
 from tests.helpers import load_config
+from vlsa_jax import cli
 from vlsa_jax.data import prepare, records
 
 
@@ -62,6 +67,12 @@ def test_manifest_records_parameters_and_timings(prepared):
     assert (output / prepare.TOKENIZER_DIR / "tokenizer.json").exists()
     assert manifest.timings["decode"] > 0
     assert np.isfinite(manifest.spectrogram_stats["std"]) and manifest.spectrogram_stats["std"] > 0
+    annotations = (output.parent / "annotations.csv").read_bytes()
+    assert manifest.fingerprint["annotations_sha256"] == hashlib.sha256(annotations).hexdigest()
+    parameters = manifest.fingerprint["parameters"]
+    assert parameters["audio.n_fft"] == config.audio.n_fft
+    assert parameters["caption_errors"] == "strict"
+    assert parameters["tokenizer"].startswith("sha256:")
 
 
 def test_rerun_skips_finished_shards_and_redoes_unfinished_ones(tmp_path):
@@ -79,6 +90,115 @@ def test_rerun_skips_finished_shards_and_redoes_unfinished_ones(tmp_path):
     assert sorted(_read_all(split_dir, again)) == list(GOOD_CLIPS)
 
 
+def _prepare_again(config, tmp_path, **kwargs):
+    return prepare.prepare_split(
+        config, "generic", str(tmp_path / "annotations.csv"), str(tmp_path / "media"),
+        str(tmp_path / "records"), "train", clips_per_shard=2, progress=False, **kwargs)
+
+
+def test_rerun_with_other_inputs_is_refused_until_overwrite(tmp_path):
+    config, _, output = prepared_split(tmp_path, clips_per_shard=2)
+    split_dir = output / "train"
+    before = {p.name: p.stat().st_mtime_ns for p in split_dir.iterdir()}
+    with pytest.raises(ValueError, match=r"parameters differ: missing_audio 'error' -> "
+                       r"'silence'.*pass --overwrite"):
+        _prepare_again(config, tmp_path, missing_audio="silence")
+    annotations = tmp_path / "annotations.csv"
+    annotations.write_text("".join(annotations.read_text().splitlines(keepends=True)[:4]))
+    with pytest.raises(ValueError, match=r"\(annotations differ\); pass --overwrite"):
+        _prepare_again(config, tmp_path)
+    os.remove(split_dir / records.MANIFEST)  # as if the run had died: the shards still say
+    with pytest.raises(ValueError, match="annotations differ"):
+        _prepare_again(config, tmp_path)
+    assert {p.name: p.stat().st_mtime_ns for p in split_dir.iterdir()} == {
+        name: mtime for name, mtime in before.items() if name != records.MANIFEST}
+
+    rebuilt = _prepare_again(config, tmp_path, overwrite=True)
+    assert (rebuilt.num_clips, rebuilt.num_failed) == (3, 0)
+    shards = [f"train-0000{i}-of-00002{records.SHARD_SUFFIX}" for i in range(2)]
+    assert sorted(os.listdir(split_dir)) == sorted(
+        [records.MANIFEST, *shards, *(f"{name}.json" for name in shards)])
+    assert sorted(_read_all(split_dir, rebuilt)) == list(GOOD_CLIPS[:3])
+    mtimes = [os.path.getmtime(p) for p in rebuilt.shard_paths(split_dir)]
+    again = _prepare_again(config, tmp_path)  # the same inputs: nothing left to do
+    assert again == rebuilt
+    assert [os.path.getmtime(p) for p in again.shard_paths(split_dir)] == mtimes
+
+
+def test_records_of_an_older_version_are_refused(tmp_path):
+    config, manifest, output = prepared_split(tmp_path, clips_per_shard=2)
+    for path in manifest.shard_paths(output / "train"):
+        os.remove(path + ".json")  # left to be redone; the manifest alone says
+    manifest.fingerprint = None
+    manifest.save(output / "train")
+    with pytest.raises(ValueError, match="no fingerprint recorded.*--overwrite"):
+        _prepare_again(config, tmp_path)
+
+
+def test_split_without_clips_writes_nothing(tmp_path):
+    annotations = tmp_path / "header_only.csv"
+    annotations.write_text("id,path,caption\n")
+    (tmp_path / "media").mkdir()
+    with pytest.raises(ValueError, match=f"^{annotations}: split 'train' has no clips"):
+        prepare.prepare_split(load_config(), "generic", str(annotations),
+                              str(tmp_path / "media"), str(tmp_path / "out"), "train",
+                              progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_inputs_are_named(tmp_path):
+    annotations = write_corpus(tmp_path, bad=False)
+    with pytest.raises(FileNotFoundError, match="annotations not found: .*nope.csv"):
+        prepare.prepare_split(load_config(), "generic", str(tmp_path / "nope.csv"),
+                              str(tmp_path / "media"), str(tmp_path / "out"), "train")
+    with pytest.raises(FileNotFoundError, match="media_dir not found.*elsewhere"):
+        prepare.prepare_split(load_config(), "generic", str(annotations),
+                              str(tmp_path / "elsewhere"), str(tmp_path / "out"), "train")
+
+
+def _write_faulty_corpus(directory):
+    """The good clips, plus a caption with a Latin-1 byte and two paths out of media/."""
+    annotations = write_corpus(directory, bad=False)
+    outside = shutil.copy(directory / "media" / "clip0.mp4", directory / "outside.mp4")
+    with open(annotations, "ab") as f:
+        f.write(b"latin1,clip1.mp4,caf\xe9 scene\n"
+                b"dotdot,../outside.mp4,up and out\n"
+                + f"absolute,{outside},an absolute path\n".encode())
+    return annotations
+
+
+def _prepare_faulty(directory, **kwargs):
+    return prepare.prepare_split(
+        load_config(), "generic", str(_write_faulty_corpus(directory)),
+        str(directory / "media"), str(directory / "out"), "train", progress=False, **kwargs)
+
+
+def test_invalid_captions_and_outside_paths_fail_per_clip(tmp_path):
+    manifest = _prepare_faulty(tmp_path)
+    assert manifest.num_clips == len(GOOD_CLIPS)
+    reasons = {f["id"]: f["reason"] for f in manifest.failures}
+    assert reasons["latin1"] == ("caption 1: byte 0xe9 at character 3 is not UTF-8 "
+                                 "(--caption_errors=replace keeps it)")
+    assert reasons["dotdot"] == ("path '../outside.mp4' leads out of the media folder "
+                                 "(--allow_outside_media_dir allows it)")
+    assert "leads out of the media folder" in reasons["absolute"]
+    assert manifest.num_failed == 3
+
+
+def test_caption_errors_replace_and_outside_paths_allowed(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING):
+        manifest = _prepare_faulty(tmp_path, caption_errors="replace",
+                                   allow_outside_media_dir=True)
+    assert (manifest.num_clips, manifest.num_failed) == (len(GOOD_CLIPS) + 3, 0)
+    assert manifest.fingerprint["parameters"]["caption_errors"] == "replace"
+    written = _read_all(tmp_path / "out" / "train", manifest)
+    assert written["latin1"].captions == ["caf\ufffd scene"]
+    assert written["dotdot"].source == "../outside.mp4"
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == ["latin1: caption 1: byte 0xe9 at character 3 is not UTF-8; "
+                        "replaced with U+FFFD (caption_errors=replace)"]
+
+
 def test_missing_audio_as_silence_is_an_explicit_option(tmp_path):
     config = load_config()
     annotations = write_corpus(tmp_path)
@@ -90,16 +210,34 @@ def test_missing_audio_as_silence_is_an_explicit_option(tmp_path):
     assert record.audio_valid == (0, 0)
 
 
+def _run_cli(annotations, directory, *flags):
+    return subprocess.run(
+        [sys.executable, "-m", "vlsa_jax.data.prepare", "--dataset=generic",
+         f"--annotations={annotations}", f"--media_dir={directory / 'media'}",
+         f"--output_dir={directory / 'out'}", "--split=train", "--num_workers=2",
+         "--clips_per_shard=3", "--config=configs/pretrain.py:variant=tiny", *flags],
+        cwd=os.path.dirname(os.path.dirname(__file__)), capture_output=True, text=True,
+        # Without PyTorch, transformers warns on import; the checks are of prepare's output.
+        env=dict(os.environ, JAX_PLATFORMS="cpu", TRANSFORMERS_NO_ADVISORY_WARNINGS="1"))
+
+
 @pytest.mark.slow
 def test_cli_reports_counts_and_exit_status(tmp_path):
     annotations = write_corpus(tmp_path)
-    result = subprocess.run(
-        [sys.executable, "-m", "vlsa_jax.data.prepare", "--dataset=generic",
-         f"--annotations={annotations}", f"--media_dir={tmp_path / 'media'}",
-         f"--output_dir={tmp_path / 'out'}", "--split=train", "--num_workers=2",
-         "--clips_per_shard=3", "--config=configs/pretrain.py:variant=tiny"],
-        cwd=os.path.dirname(os.path.dirname(__file__)), capture_output=True, text=True,
-        env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    result = _run_cli(annotations, tmp_path)
     assert result.returncode == 3, result.stderr[-2000:]
     assert f"wrote {len(GOOD_CLIPS)} clips, 4 failed" in result.stdout
     assert "failed: truncated:" in result.stderr
+
+
+@pytest.mark.slow
+def test_cli_error_is_one_line_unless_debug(tmp_path):
+    (tmp_path / "media").mkdir()
+    missing = tmp_path / "nope.csv"
+    result = _run_cli(missing, tmp_path)
+    assert result.returncode == cli.USAGE_ERROR
+    assert result.stderr.splitlines() == [
+        f"error: FileNotFoundError: annotations not found: {missing}"]
+    debug = _run_cli(missing, tmp_path, "--debug")
+    assert debug.returncode != 0
+    assert "Traceback" in debug.stderr and "FileNotFoundError" in debug.stderr

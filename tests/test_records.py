@@ -1,5 +1,6 @@
 """The record schema round-trips, and a manifest that disagrees with the config is refused."""
 import io
+import json
 
 import numpy as np
 import pytest
@@ -74,6 +75,18 @@ def test_manifest_round_trip_and_config_check(tmp_path):
         records.check_matches_config(manifest, frontend, frames | {"stored_frames": 16}, 12)
     with pytest.raises(ValueError, match=r"^text.max_len:"):
         records.check_matches_config(manifest, frontend, frames, max_len=40)
+
+
+def test_manifest_fingerprint_round_trips_and_is_none_in_older_manifests(tmp_path):
+    fingerprint = {"annotations_sha256": "ab" * 32, "parameters": {"split": "train"}}
+    manifest = _manifest()
+    manifest.fingerprint = fingerprint
+    manifest.save(tmp_path)
+    assert records.Manifest.load(tmp_path).fingerprint == fingerprint
+    older = json.loads((tmp_path / records.MANIFEST).read_text())
+    del older["fingerprint"]
+    (tmp_path / records.MANIFEST).write_text(json.dumps(older))
+    assert records.Manifest.load(tmp_path).fingerprint is None
 
 
 def test_missing_manifest_says_how_to_prepare(tmp_path):

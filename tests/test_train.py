@@ -1,6 +1,7 @@
 """The training loop: it learns, sharded layouts agree with one device, resume is exact."""
 import json
 import os
+import shutil
 import signal
 
 import jax
@@ -97,17 +98,100 @@ def test_resume_equals_uninterrupted_run(tmp_path):
     assert saved_config["train"]["stop_after_steps"] == 6
 
 
-def test_sigterm_saves_a_checkpoint_and_stops(tmp_path, monkeypatch):
-    class PreemptedSource(source_lib.RandomBatchSource):
+def _signal_at(monkeypatch, where: str, step: int, number=signal.SIGTERM):
+    """Sends `number` to this process once, inside `where` of the loop at `step`:
+    'data' (fetching the step's batch), 'fetch' (the metrics fetch of a logged step),
+    'save' (during a checkpoint save) or 'eval' (during the periodic evaluation)."""
+    sent = []
+
+    def send(current):
+        if current == step and not sent:
+            sent.append(current)
+            os.kill(os.getpid(), number)
+
+    class SignallingSource(source_lib.RandomBatchSource):
         def __next__(self):
-            if self.get_state()["next_index"] == 3:
-                os.kill(os.getpid(), signal.SIGTERM)
+            if where == "data":
+                send(self.get_state()["next_index"] + 1)
             return super().__next__()
 
-    monkeypatch.setattr(train, "build_source", lambda config, *_: PreemptedSource(config))
-    state = train.train_and_evaluate(_train_config(), str(tmp_path))
-    assert int(state["step"]) == 4
-    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "4"]
+    monkeypatch.setattr(train, "build_source", lambda config, *_: SignallingSource(config))
+    if where == "fetch":
+        check = train._check_finite
+        monkeypatch.setattr(train, "_check_finite",
+                            lambda metrics, at, policy: (send(at), check(metrics, at, policy)))
+    if where == "save":
+        save = train.checkpointing.Checkpointer.save
+        monkeypatch.setattr(train.checkpointing.Checkpointer, "save",
+                            lambda self, at, *args: (save(self, at, *args), send(at)))
+    if where == "eval":
+        run = train.evaluate.Evaluator.run
+        monkeypatch.setattr(train.evaluate.Evaluator, "run",
+                            lambda self, params, at, *args: (send(at), run(self, params, at, *args))[1])
+
+
+@pytest.mark.parametrize("where, step, saved", [
+    ("data", 4, ["2", "4"]), ("fetch", 2, ["2"]), ("save", 2, ["2"]), ("data", 3, ["2", "3"])])
+def test_sigterm_at_any_moment_saves_the_step_reached_and_stops(tmp_path, monkeypatch, where,
+                                                                step, saved):
+    _signal_at(monkeypatch, where, step)
+    with pytest.raises(train.Preempted, match=f"SIGTERM: stopped at step {step}") as stop:
+        train.train_and_evaluate(_train_config(), str(tmp_path))
+    assert stop.value.step == step and stop.value.exit_code == 0
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == saved
+
+
+def test_sigterm_during_an_evaluation_saves_then_stops(trained_run, tmp_path, monkeypatch):
+    config, _, records = trained_run
+    config = config.copy_and_resolve_references()
+    config.train.stop_after_steps, config.eval.every_steps = 4, 3
+    config.checkpoint.every_steps = 2
+    _signal_at(monkeypatch, "eval", 3)
+    with pytest.raises(train.Preempted, match="stopped at step 3"):
+        train.train_and_evaluate(config, str(tmp_path))
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "3"]
+
+
+def test_sigint_saves_too_and_a_resumed_run_ends_as_an_uninterrupted_one(tmp_path, monkeypatch):
+    uninterrupted = train.train_and_evaluate(_train_config(), str(tmp_path / "a"))
+    with monkeypatch.context() as patch:
+        _signal_at(patch, "data", 3, signal.SIGINT)
+        with pytest.raises(train.Preempted, match="SIGINT: stopped at step 3") as stop:
+            train.train_and_evaluate(_train_config(), str(tmp_path / "b"))
+    assert stop.value.exit_code == 130
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    resumed = train.train_and_evaluate(_train_config(), str(tmp_path / "b"))
+    jax.tree.map(np.testing.assert_array_equal,
+                 jax.device_get(resumed), jax.device_get(uninterrupted))
+    logged = [json.loads(line) for line in open(tmp_path / "b" / "metrics.jsonl")]
+    assert [line["step"] for line in logged] == [2, 4, 6]  # step 3 was saved, not logged
+
+
+@pytest.mark.parametrize("damage", ["random_bytes", "state_deleted"])
+def test_a_damaged_newest_checkpoint_is_set_aside_and_the_run_resumes_before_it(
+        tmp_path, damage):
+    uninterrupted = train.train_and_evaluate(_train_config(), str(tmp_path / "a"))
+    workdir = tmp_path / "b"
+    train.train_and_evaluate(_train_config(train__stop_after_steps=5), str(workdir))
+    newest = workdir / "checkpoints" / "5"
+    if damage == "state_deleted":
+        shutil.rmtree(newest / "state")
+    else:
+        for path in (p for p in (newest / "state").rglob("*") if p.is_file()):
+            path.write_bytes(np.random.default_rng(0).bytes(path.stat().st_size or 16))
+    resumed = train.train_and_evaluate(_train_config(), str(workdir))
+    jax.tree.map(np.testing.assert_array_equal,
+                 jax.device_get(resumed), jax.device_get(uninterrupted))
+    checkpoints = sorted(os.listdir(workdir / "checkpoints"))
+    assert checkpoints == ["2", "4", "5.unreadable", "6"], checkpoints
+
+
+def test_no_readable_checkpoint_is_an_error_that_sets_nothing_aside(tmp_path):
+    train.train_and_evaluate(_train_config(train__stop_after_steps=2), str(tmp_path))
+    shutil.rmtree(tmp_path / "checkpoints" / "2" / "state")
+    with pytest.raises(RuntimeError, match="no checkpoint reads back; the newest, step 2"):
+        train.train_and_evaluate(_train_config(), str(tmp_path))
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2"]
 
 
 def test_nonfinite_loss_is_an_error_or_a_skipped_update(tmp_path, monkeypatch):

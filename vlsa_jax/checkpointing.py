@@ -2,12 +2,20 @@
 
 One CheckpointManager item holds parameters, optimizer state, step and RNG
 ('state'); a second holds the data source's position ('data'), so a restored run
-continues with the exact next batch.
+continues with the exact next batch. Orbax writes each step into a temporary folder
+and renames it when complete, so an interrupted save leaves no step behind; a step
+damaged afterwards (a truncated file, a deleted folder) is set aside by
+`restore_latest`, and the run resumes from the one before it.
 """
 import pathlib
 
 import jax
 import orbax.checkpoint as ocp
+from absl import logging
+
+# The suffix of a step folder that did not read back: kept for inspection, never deleted,
+# and no longer a step to Orbax.
+UNREADABLE_SUFFIX = ".unreadable"
 
 
 class Checkpointer:
@@ -39,10 +47,61 @@ class Checkpointer:
         source.set_state(restored["data"])
         return restored["state"]
 
+    def restore_latest(self, abstract_state, source):
+        """The newest checkpoint that reads back completely, or None when there is none.
+
+        A newer step that fails to read is named with the reason in a warning and
+        renamed `<step>.unreadable` (kept on disk), so that the run resumes from the step
+        before it and can save that step again later.
+
+        Returns:
+          The restored state, or None: no checkpoint at all.
+
+        Raises:
+          RuntimeError: no step reads back, naming the newest's reason; nothing is set
+            aside, since a config that no longer fits the checkpoints fails them all.
+        """
+        failures = []
+        for step in sorted(self._manager.all_steps(), reverse=True):
+            try:
+                state = self.restore(step, abstract_state, source)
+            except Exception as error:  # Orbax and TensorStore raise many kinds on damage.
+                failures.append((step, _first_line(error)))
+                continue
+            for bad_step, reason in failures:
+                aside = self._set_aside(bad_step)
+                logging.warning("checkpoint of step %d does not read back (%s); kept as %s, "
+                                "resuming from step %d", bad_step, reason, aside, step)
+            if failures:
+                self._manager.reload()
+            return state
+        if failures:
+            step, reason = failures[0]
+            raise RuntimeError(
+                f"{self._manager.directory}: no checkpoint reads back; the newest, step "
+                f"{step}: {reason}. If the config changed since they were written, train in "
+                "a new --workdir")
+        return None
+
+    def _set_aside(self, step: int) -> pathlib.Path:
+        folder = pathlib.Path(self._manager.directory) / str(step)
+        aside = folder.with_name(folder.name + UNREADABLE_SUFFIX)
+        count = 1
+        while aside.exists():
+            count += 1
+            aside = folder.with_name(f"{folder.name}{UNREADABLE_SUFFIX}{count}")
+        folder.rename(aside)
+        return aside
+
     def close(self) -> None:
         """Waits for pending asynchronous saves to finish."""
         self._manager.wait_until_finished()
         self._manager.close()
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"
 
 
 def find_checkpoint(path: str | pathlib.Path) -> pathlib.Path:

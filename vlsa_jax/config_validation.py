@@ -144,6 +144,9 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None
     _check_matching_head(config)
     _check_desynchronised_negatives(config)
     _check_something_to_train(config)
+    if config.init.audio_from_vit and not config.init.vit:
+        raise ConfigError("init.audio_from_vit", "needs init.vit, the image patch projection "
+                          "it copies")
 
 
 def _check_audio_geometry(audio) -> None:

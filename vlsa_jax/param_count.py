@@ -16,7 +16,7 @@ from absl import app, flags
 from flax import nnx
 from ml_collections import config_flags
 
-from vlsa_jax import config_lib
+from vlsa_jax import cli, config_lib
 from vlsa_jax.models.vlsa import abstract_model
 
 # Top-level attributes of VLSA in table order; any other parameter (the learned
@@ -97,4 +97,4 @@ if __name__ == "__main__":
     flags.DEFINE_list(
         "variants", None, "Variants to count, e.g. tiny,small,base (default: the config's own).")
     flags.mark_flag_as_required("config")
-    app.run(main)
+    cli.run(main)

@@ -23,7 +23,7 @@ import ml_collections
 import numpy as np
 from absl import app, flags
 
-from vlsa_jax import evaluate, export, state
+from vlsa_jax import cli, evaluate, export, state
 from vlsa_jax.data import media, pipeline, prepare, records
 from vlsa_jax.data import tokenizer as tokenizer_lib
 from vlsa_jax.data.annotations import ClipAnnotation
@@ -34,9 +34,18 @@ TARGETS = ("video", "audio", "text")
 
 @dataclasses.dataclass(frozen=True)
 class Hit:
+    """One search result.
+
+    Attributes:
+      clip_id: the clip of the row found.
+      score: its cosine with the query.
+      caption_index: for text targets, which caption of the clip; else None.
+      caption: for text targets, the caption; else None.
+    """
+
     clip_id: str
     score: float
-    caption_index: int | None = None  # text targets: which caption of the clip
+    caption_index: int | None = None
     caption: str | None = None
 
 
@@ -45,6 +54,9 @@ class Searcher:
 
     def __init__(self, export_dir: str | pathlib.Path):
         self._dir = pathlib.Path(export_dir)
+        if not (self._dir / export.MANIFEST).exists():
+            raise FileNotFoundError(f"{self._dir}: not an export folder (no {export.MANIFEST}); "
+                                    "write one with --mode=export")
         manifest = json.loads((self._dir / export.MANIFEST).read_text())
         self.config = ml_collections.ConfigDict(
             json.loads((self._dir / export.CONFIG).read_text()))
@@ -109,6 +121,8 @@ def main(argv):
     queries = [q for q in ("text", "audio", "video") if FLAGS[q].value is not None]
     if len(queries) != 1:
         raise app.UsageError("give exactly one of --text, --audio, --video")
+    if FLAGS.text is not None and not FLAGS.text.strip():
+        raise app.UsageError("--text is empty: give the words to search for")
     searcher = Searcher(FLAGS.export_dir)
     try:
         if FLAGS.text is not None:
@@ -131,6 +145,6 @@ if __name__ == "__main__":
     flags.DEFINE_string("audio", None, "A media file whose audio is the query.")
     flags.DEFINE_string("video", None, "A media file whose video is the query.")
     flags.DEFINE_enum("target", "video", TARGETS, "What to retrieve.")
-    flags.DEFINE_integer("top_k", 10, "How many results to print.")
+    flags.DEFINE_integer("top_k", 10, "How many results to print.", lower_bound=1)
     flags.mark_flags_as_required(["export_dir", "split"])
-    app.run(main)
+    cli.run(main)

@@ -19,6 +19,7 @@ from absl import logging
 from flax import nnx
 
 from vlsa_jax import checkpointing, evaluate, metric_writers, objective, optimizer, sharding
+from vlsa_jax import pretrained
 from vlsa_jax import state as state_lib
 from vlsa_jax.config_validation import validate_config
 from vlsa_jax.data.source import build_source
@@ -44,19 +45,42 @@ def train_step(state, batch, *, graphdef, tx, schedule, config):
     return new_state, metrics
 
 
-class _Preemption:
-    """Turns SIGTERM into a flag, so the loop can save a checkpoint before it exits."""
+class Preempted(Exception):
+    """Training stopped on SIGTERM or SIGINT, after saving a checkpoint of the step reached.
+
+    Running the same command again resumes from it. `exit_code` is what a command-line
+    entry exits with: 0 for SIGTERM (a scheduler's preemption is no failure), 130 for
+    SIGINT (Ctrl-C), as shells report it.
+    """
+
+    def __init__(self, step: int, signal_name: str):
+        super().__init__(f"{signal_name}: stopped at step {step} with its checkpoint saved; "
+                         "run the same command again to resume")
+        self.step = step
+        self.exit_code = 0 if signal_name == "SIGTERM" else 128 + signal.SIGINT
+
+
+class _StopSignals:
+    """Turns SIGTERM and SIGINT into a request to save and stop, read once a step.
+
+    A second SIGINT interrupts at once (the default handler is back after the first).
+    """
 
     def __init__(self):
-        self.requested = False
-        self._previous = signal.signal(signal.SIGTERM, self._handle)
+        self.received: str | None = None
+        self._previous = {s: signal.signal(s, self._handle)
+                          for s in (signal.SIGTERM, signal.SIGINT)}
 
-    def _handle(self, *_):
-        logging.warning("SIGTERM: saving a checkpoint, then stopping.")
-        self.requested = True
+    def _handle(self, number, _):
+        self.received = signal.Signals(number).name
+        logging.warning("%s: saving a checkpoint of the current step, then stopping.",
+                        self.received)
+        if number == signal.SIGINT:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def restore(self):
-        signal.signal(signal.SIGTERM, self._previous)
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
 
 
 class Training(NamedTuple):
@@ -113,15 +137,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
     # ----------------------------------------------------------------------------
     # Restore the latest checkpoint, or initialise straight into the shardings.
     checkpointer = checkpointing.Checkpointer(str(workdir / "checkpoints"), config.checkpoint)
-    latest = checkpointer.latest_step()
-    if latest is None:
+    state = checkpointer.restore_latest(training.state.abstract, source)
+    if state is None:
         state = training.state.init(training.seed_key)
+        # Public weights first (ViT / ViTMAE / BERT); a checkpoint of our own overrides them.
+        state["params"] = pretrained.load_public_weights(config, state["params"])
         if config.init.checkpoint:
             state["params"] = state_lib.initial_params(
                 config.init.checkpoint, state["params"], training.state.abstract["params"])
     else:
-        logging.info("resuming from the checkpoint of step %d", latest)
-        state = checkpointer.restore(latest, training.state.abstract, source)
+        logging.info("resuming from the checkpoint of step %d", int(state["step"]))
 
     # ----------------------------------------------------------------------------
     # Periodic retrieval evaluation: the sweep of --mode=eval on the live parameters.
@@ -137,16 +162,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
     last_step = config.train.num_steps
     if config.train.stop_after_steps > 0:
         last_step = min(last_step, config.train.stop_after_steps)
-    preemption = _Preemption()
+    stop_signals = _StopSignals()
     timer = _IntervalTimer(first_step)
     try:
         for step in range(first_step + 1, last_step + 1):
             with timer.waiting_for_data():
                 batch = sharding.global_batch(next(source), mesh)
             state, metrics = training.step(state, batch)
+            if step == first_step + 1:
+                timer.restart_after_compile(step, metrics)
 
-            log_now = step % config.train.log_every_steps == 0 or step == last_step
-            stopping = step == last_step or preemption.requested
+            # Read once, so that a signal arriving during this step's fetch, save or
+            # evaluation is answered by a save at the end of this step, never skipped.
+            stopping = step == last_step
+            log_now = step % config.train.log_every_steps == 0 or stopping
             save_now = step % checkpointer.every_steps == 0 or stopping
             if log_now or save_now:
                 # Never log or save past a non-finite loss unnoticed.
@@ -163,10 +192,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
                 results = evaluator.run(state["params"], step, workdir)
                 writer.write(step, evaluate.as_scalars(results))
                 evaluate.log_table(results)
-            if preemption.requested:
-                break
+            if stop_signals.received and not stopping:
+                if not save_now:
+                    _check_finite(jax.device_get(metrics), step, config.train.on_nonfinite)
+                    checkpointer.save(step, state, source)
+                raise Preempted(step, stop_signals.received)
     finally:
-        preemption.restore()
+        stop_signals.restore()
         checkpointer.close()
         writer.close()
     return state
@@ -177,6 +209,15 @@ class _IntervalTimer:
 
     def __init__(self, step: int):
         self._step, self._start, self._data_wait = step, time.perf_counter(), 0.0
+        self._first_step_s = 0.0
+
+    def restart_after_compile(self, step: int, metrics) -> None:
+        """Starts the intervals after the run's first step, whose time is mostly
+        compilation, so that step times and the ETA count steps alone."""
+        jax.block_until_ready(metrics)
+        self._first_step_s = time.perf_counter() - self._start
+        logging.info("compiled and ran step %d in %.1f s", step, self._first_step_s)
+        self._step, self._start, self._data_wait = step, time.perf_counter(), 0.0
 
     @contextlib.contextmanager
     def waiting_for_data(self):
@@ -185,8 +226,9 @@ class _IntervalTimer:
         self._data_wait += time.perf_counter() - start
 
     def lap(self, step: int, batch_size: int) -> dict[str, float]:
-        elapsed = time.perf_counter() - self._start
-        steps = max(step - self._step, 1)
+        elapsed, steps = time.perf_counter() - self._start, step - self._step
+        if steps == 0:  # logged right after the first step: that step is all there is
+            elapsed, steps = self._first_step_s, 1
         out = {"step_time_s": elapsed / steps, "examples_per_s": steps * batch_size / elapsed,
                "data_wait_fraction": self._data_wait / elapsed}
         self._step, self._start, self._data_wait = step, time.perf_counter(), 0.0

@@ -4,7 +4,8 @@ A record is a msgpack map (no pickle): clip id, source path and span, every capt
 with its token ids, the stored frames as JPEG, the spectrogram as float16, and
 modality-presence flags. Each split directory holds its shards and `manifest.json`:
 counts, the front-end, frame and tokenizer parameters the records were made with,
-the shard list, per-stage timings, and every clip that failed with its reason.
+the shard list, per-stage timings, every clip that failed with its reason, and the
+fingerprint of the preparation's inputs (vlsa_jax.data.prepare).
 """
 import dataclasses
 import io
@@ -110,6 +111,8 @@ class Manifest:
     timings: dict[str, float]  # seconds per stage, summed over clips
     spectrogram_stats: dict[str, float]  # mean and std over every value (audio.norm_*)
     failures: list[dict[str, str]]  # {"id": clip id, "reason": why}
+    # {"annotations_sha256": hex, "parameters": {name: value}}; None before it was recorded.
+    fingerprint: dict[str, Any] | None = None
 
     def save(self, split_dir: str | pathlib.Path) -> None:
         path = pathlib.Path(split_dir) / MANIFEST

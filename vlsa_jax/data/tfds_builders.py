@@ -8,16 +8,13 @@ makes of it, and `clip_id`. The records come from the same code as
 `vlsa_jax.data.prepare`, with the frame, spectrogram and tokenizer parameters of
 the run config the builder config carries, so a TFDS split and a prepared split
 of the same clips hold the same records. Annotations and media are read from the
-manual directory (see each builder's MANUAL_DOWNLOAD_INSTRUCTIONS). A clip that
-cannot be used (missing, empty or truncated file, no audio stream) is skipped and
-logged with its reason; nothing is zero-filled, and nothing is written besides
-TFDS's own files.
+manual directory (see each builder's MANUAL_DOWNLOAD_INSTRUCTIONS); a clip that
+cannot be used is skipped and logged with its reason, never zero-filled.
 
 Building and reading need no TensorFlow (the `tfds build` command does: its CLI
 imports it, hence this module's own command line). Read a split with
-`tfds_records_source('msrvtt_records/NAME', 'train', data_dir)`, NAME being the
-builder config's name (the config variant by default), and feed it to
-`grain.MapDataset.source` and `vlsa_jax.data.pipeline.Preprocessor`.
+`tfds_records_source`. Where builds land and how to feed them to the pipeline:
+docs/data.md#tfds-builders.
 """
 import abc
 import collections
@@ -32,6 +29,7 @@ import tensorflow_datasets as tfds
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from vlsa_jax import cli
 from vlsa_jax.data import media, prepare, records
 from vlsa_jax.data import tokenizer as tokenizer_lib
 from vlsa_jax.data.annotations import ClipAnnotation
@@ -325,4 +323,4 @@ if __name__ == "__main__":
                       "A clip without an audio stream: skip it ('error') or use silence.")
     flags.DEFINE_integer("num_workers", max(1, (os.cpu_count() or 1) - 1), "Processes.")
     flags.mark_flags_as_required(["dataset", "manual_dir"])
-    app.run(main)
+    cli.run(main)

@@ -34,7 +34,7 @@ _MIN_VOCAB_SIZE = 100
 _TRUE_VALUES = frozenset({"1", "ON", "YES", "TRUE"})
 
 
-class TokenizerError(Exception):
+class TokenizerError(ValueError):
     """A tokenizer cannot be loaded or trained, or does not fit the text config."""
 
 

@@ -3,11 +3,9 @@ r"""The demo: `python -m vlsa_jax.main` with `--config=configs/demo.py` as the d
     python -m vlsa_jax.demo --workdir=workdirs/demo
     python -m vlsa_jax.demo --config=configs/demo.py:quick=true --workdir=workdirs/quick
 """
-from absl import app
-
-from vlsa_jax import main
+from vlsa_jax import cli, main
 from vlsa_jax.demo import run
 
 if __name__ == "__main__":
     main.FLAGS.set_default("config", str(run.CONFIG_FILE))
-    app.run(main.main)
+    cli.run(main.main)

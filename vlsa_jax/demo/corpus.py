@@ -1,24 +1,16 @@
-r"""SyncShapes: a synthetic video-audio-text corpus whose sounds are synchronised with the picture.
+"""SyncShapes: a synthetic video-audio-text corpus whose sounds are synchronised with the picture.
 
     python -m vlsa_jax.demo.corpus --output_dir=data/sync_shapes --num_workers=4
-    python -m vlsa_jax.data.prepare --dataset=generic --annotations=data/sync_shapes/train.jsonl \
-        --media_dir=data/sync_shapes --output_dir=data/sync_shapes_records --split=train
 
 Each clip (clip.py: what it shows and sounds, its caption, the sync_hard split) is an mp4
 file: its frames (render.py) as H.264 video, its audio (sound.py) as mono AAC. Everything
 follows from (seed, split, clip index), whatever the number of workers; only the encoded
 bytes depend on the FFmpeg build.
 
-Layout of output_dir (the media_dir to give the preparation):
-
-    sync_shapes.json          the options the corpus was generated with, and its version
-    media/<split>/<id>.mp4
-    <split>.jsonl             the generic adapter's JSON Lines, written last
-
-A split whose .jsonl exists is complete and is reused. Rows carry, besides the adapter's
-keys, what the clip holds: `attributes` (the caption's discretised values),
-`bounce_times` (seconds of the wall contacts), `sound_times` (seconds at which the notes
-start in the audio track) and `audio_shift` (seconds the track is rotated by).
+output_dir, the media_dir to give the preparation, holds `sync_shapes.json` (the options
+and CORPUS_VERSION), `media/<split>/<id>.mp4` and `<split>.jsonl` (the generic adapter's
+JSON Lines, with what each clip holds), written last: a split whose .jsonl exists is
+complete and is reused. The rows' keys and how to prepare the corpus: docs/demo.md.
 """
 import contextlib
 import dataclasses
@@ -32,6 +24,7 @@ import av
 import numpy as np
 from absl import app, flags
 
+from vlsa_jax import cli
 from vlsa_jax.data.processes import worker_pool
 from vlsa_jax.demo.clip import SPLITS, ClipSpec, SyncShapesOptions, annotation_row, sample_split
 from vlsa_jax.demo.render import render_frames
@@ -78,8 +71,13 @@ def generate(output_dir, options: SyncShapesOptions = SyncShapesOptions(),
 
 
 def _claim_directory(root: pathlib.Path, options: SyncShapesOptions) -> None:
-    """Records the options (and CORPUS_VERSION) in root, or checks them against those
-    recorded there: reusing the splits of other options would mix two corpora."""
+    """Records the options (and CORPUS_VERSION) in root, or checks them against those there.
+
+    Reusing the splits of other options would mix two corpora.
+
+    Raises:
+      ValueError: root holds a corpus generated with other options.
+    """
     path = root / OPTIONS_FILE
     wanted = {"version": CORPUS_VERSION} | dataclasses.asdict(options)
     if path.exists():
@@ -115,8 +113,15 @@ def write_clip(spec: ClipSpec, root: str, options: SyncShapesOptions) -> None:
 
 
 def write_mp4(path, frames: np.ndarray, audio: np.ndarray, fps: int, sample_rate: int) -> None:
-    """Writes frames [T, H, W, 3] uint8 (frame i at i / fps) as H.264 and audio [samples]
-    float32 (from time 0) as mono AAC."""
+    """Writes a clip as an mp4 file: H.264 video and mono AAC audio.
+
+    Args:
+      path: the file to write.
+      frames: [T, H, W, 3] uint8 RGB; frame i shows time i / fps.
+      audio: [samples] float32 mono, from time 0.
+      fps: the video frame rate.
+      sample_rate: the audio's rate in Hz.
+    """
     with av.open(os.fspath(path), "w") as container:
         # Both streams exist before the first packet is muxed (the header is written then).
         video = container.add_stream("libx264", rate=fps)
@@ -167,4 +172,4 @@ if __name__ == "__main__":
         _define = flags.DEFINE_float if _field.type is float else flags.DEFINE_integer
         _define(_field.name, _field.default, f"SyncShapesOptions.{_field.name}.")
     flags.mark_flag_as_required("output_dir")
-    app.run(main)
+    cli.run(main)

@@ -9,7 +9,6 @@ Clips and embeddings come from the first split of `config.eval.splits`; the mode
 the newest checkpoint of `workdir`, restored on one device.
 """
 import dataclasses
-import json
 import math
 import pathlib
 import re
@@ -22,7 +21,7 @@ from absl import logging
 from flax import nnx
 from sklearn.manifold import TSNE
 
-from vlsa_jax import eval_protocol, evaluate, export, state
+from vlsa_jax import eval_protocol, evaluate, export, metric_writers, state
 from vlsa_jax.data import pipeline, records
 from vlsa_jax.modalities import AUDIO, TEXT, TEXT_MASK, VIDEO
 from vlsa_jax.models.vlsa import model_inputs, token_grids
@@ -91,25 +90,22 @@ def draw_all(config, workdir) -> list[pathlib.Path]:
 
 
 def read_metrics(path: pathlib.Path) -> dict[str, dict[int, float]]:
-    """{metric: {step: value}} from metrics.jsonl.
-
-    A resumed run logs some steps again; the later line wins, as it is the run
-    that went on.
-    """
+    """{metric: {step: value}} from metrics.jsonl (unreadable lines skipped, with a
+    warning); where a step is logged twice the later line wins."""
     series = {}
-    for line in path.read_text().splitlines():
-        if line.strip():
-            scalars = json.loads(line)
-            step = scalars.pop("step")
-            for name, value in scalars.items():
-                series.setdefault(name, {})[step] = value
+    for scalars in metric_writers.read_metrics(path):
+        step = scalars.pop("step")
+        for name, value in scalars.items():
+            series.setdefault(name, {})[step] = value
     return series
 
 
 def retrieval_keys(series, split: str | None) -> list[str]:
-    """The R@1 series of `split` (every split when None), one per direction, in the
-    order the sweep logs them; the dual-softmax rows are left out: they re-rank the
-    same embeddings."""
+    """The R@1 series of `split` (every split when None), one per direction.
+
+    In the order the sweep logs them; the dual-softmax rows are left out: they re-rank
+    the same embeddings.
+    """
     split_pattern = re.escape(split) if split else r"[^/]+"
     pattern = re.compile(rf"eval/{split_pattern}/[^/]+/R@1")
     return [k for k in series if pattern.fullmatch(k)]
@@ -117,9 +113,12 @@ def retrieval_keys(series, split: str | None) -> list[str]:
 
 def draw_training_curves(metrics_file: pathlib.Path, path: pathlib.Path,
                          split: str | None = None) -> pathlib.Path:
-    """One panel per group of LOSS_PANELS that has a key in the file, and one of
-    retrieval R@1 on `split` (the run's first eval split) over the steps it was
-    evaluated at, with CHANCE_MULTIPLE x chance drawn where the gallery size is logged."""
+    """Draws every loss term and retrieval R@1 over the steps.
+
+    One panel per group of LOSS_PANELS that has a key in the file, and one of retrieval
+    R@1 on `split` (the run's first eval split) over the steps it was evaluated at, with
+    CHANCE_MULTIPLE x chance drawn where the gallery size is logged.
+    """
     series = read_metrics(metrics_file)
     panels = [(title, ylabel, sorted(k for k in series if pattern.fullmatch(k)))
               for title, ylabel, pattern in LOSS_PANELS]
@@ -155,8 +154,10 @@ def draw_training_curves(metrics_file: pathlib.Path, path: pathlib.Path,
 
 
 def draw_chance_multiple(ax, series, recall_keys) -> None:
-    """A dashed line at CHANCE_MULTIPLE x chance R@1 (100 / gallery size), when every
-    direction of the panel has one gallery size, as the demo's splits do."""
+    """Draws a dashed line at CHANCE_MULTIPLE x chance R@1 (100 / gallery size).
+
+    Only when every direction of the panel has one gallery size, as the demo's splits do.
+    """
     galleries = {value for key in recall_keys
                  for value in series.get(key.removesuffix("R@1") + "num_gallery", {}).values()}
     if len(galleries) == 1:
@@ -176,10 +177,12 @@ def masked_reconstructions(params, batch, key, *, graphdef, config):
     included, so the decoder sees the context it was trained with), one decoder
     per modality.
 
-    Returns {'video' | 'audio': (mask [B, N] float 1 = dropped, prediction
-    [B, N, patch_dim], target [B, N, patch_dim])}. The loss compares prediction and
-    target as they are (normalised frames, normalised spectrogram; no per-patch
-    normalisation), so they are comparable as they are.
+    The loss compares prediction and target as they are (normalised frames, normalised
+    spectrogram; no per-patch normalisation), so they are comparable as they are.
+
+    Returns:
+      {'video' | 'audio': (mask [B, N] float, 1 = dropped, prediction [B, N, patch_dim],
+      target [B, N, patch_dim])}.
     """
     model = nnx.merge(graphdef, params)
     inputs = model_inputs(batch, config)
@@ -192,8 +195,13 @@ def masked_reconstructions(params, batch, key, *, graphdef, config):
 
 
 def first_clips(config, split_dir, count: int):
-    """(batch, clip ids) of the split's first `count` clips, preprocessed as for evaluation
-    (centre crop, centre frames) with their first caption."""
+    """The split's first `count` clips, preprocessed as for evaluation.
+
+    Centre crop, centre frames and each clip's first caption.
+
+    Returns:
+      (batch, clip ids).
+    """
     source = pipeline.split_source(config, split_dir)
     preprocess = pipeline.Preprocessor(config, config.data.modalities, training=False)
     indices = range(min(count, len(source)))
@@ -233,8 +241,11 @@ def audio_pixel_mask(mask, config) -> np.ndarray:
 
 
 def draw_reconstructions(run: state.LoadedParams, split_dir, path: pathlib.Path) -> pathlib.Path:
-    """Rows: clips. Per modality (spectrogram, then frames): masked input, the input's
-    visible patches with the decoder's prediction in the dropped ones, target."""
+    """Draws the decoder's reconstructions of the split's first clips.
+
+    Rows: clips. Per modality (spectrogram, then frames): masked input, the input's
+    visible patches with the decoder's prediction in the dropped ones, target.
+    """
     config = run.config
     batch, clip_ids = first_clips(config, split_dir, NUM_CLIPS)
     decode = jax.jit(lambda params, batch, key: masked_reconstructions(
@@ -292,12 +303,19 @@ def draw_reconstructions(run: state.LoadedParams, split_dir, path: pathlib.Path)
 
 @dataclasses.dataclass
 class VideoTextEmbeddings:
-    """Unit-norm rows: video [N, D] (row i = clip i), text [M, D] describing clip text_clip[M]."""
+    """A split's video and text embeddings, unit-norm rows.
+
+    Attributes:
+      video: [N, D], row i = clip i.
+      text: [M, D], row j describing clip text_clip[j].
+      text_clip: [M] int.
+      origin: where they come from, for the title.
+    """
 
     video: np.ndarray
     text: np.ndarray
     text_clip: np.ndarray
-    origin: str  # where they come from, for the title
+    origin: str
 
 
 def read_exported(workdir, split_name: str) -> VideoTextEmbeddings | None:
@@ -333,10 +351,13 @@ def video_and_text_embeddings(run: state.LoadedParams, workdir, split) -> VideoT
 
 
 def choose_pairs(text_clip: np.ndarray, rng: np.random.Generator, max_pairs: int):
-    """(clips [P], matching caption rows [P], non-matching caption rows [P]).
+    """Draws clips with a matching and a non-matching caption each.
 
-    Up to `max_pairs` clips with a caption; each with one of its own captions and
-    one caption of another clip, both drawn uniformly.
+    Up to `max_pairs` clips with a caption; each gets one of its own captions and one
+    caption of another clip, both drawn uniformly.
+
+    Returns:
+      (clips [P], matching caption rows [P], non-matching caption rows [P]).
     """
     candidates = np.unique(text_clip)
     clips = np.sort(rng.choice(candidates, min(len(candidates), max_pairs), replace=False))
@@ -353,9 +374,11 @@ def tsne_2d(points: np.ndarray) -> np.ndarray:
 
 
 def draw_tsne(embeddings: VideoTextEmbeddings, path: pathlib.Path) -> pathlib.Path:
-    """One t-SNE of the chosen videos and captions; two panels join the matching and the
-    non-matching pairs. Each title gives the pairs' mean cosine, measured before t-SNE
-    (whose distances are only locally faithful)."""
+    """Draws one t-SNE of the chosen videos and captions.
+
+    Two panels join the matching and the non-matching pairs. Each title gives the pairs'
+    mean cosine, measured before t-SNE (whose distances are only locally faithful).
+    """
     video, text = embeddings.video, embeddings.text
     clips, matching, non_matching = choose_pairs(
         embeddings.text_clip, np.random.default_rng(0), MAX_PAIRS)

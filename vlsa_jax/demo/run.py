@@ -17,6 +17,7 @@ import numpy as np
 from absl import logging
 
 from vlsa_jax import evaluate, export, jobs, metrics, train
+from vlsa_jax.config_validation import validate_config
 from vlsa_jax.data import prepare, records
 from vlsa_jax.demo import probe
 from vlsa_jax.demo.clip import (SHIFTED_SPLIT, SHIFTED_SUFFIX, TIMING_BLIND_V2A_R1,
@@ -37,6 +38,7 @@ CONFIG_FILE = pathlib.Path(__file__).resolve().parents[2] / "configs" / "demo.py
 
 
 def corpus_options(demo) -> SyncShapesOptions:
+    """The corpus that the config's `demo` section asks for (no val split)."""
     return SyncShapesOptions(
         seconds=demo.seconds, fps=demo.fps, size=demo.frame_size,
         sample_rate=demo.sample_rate, num_train=demo.num_train, num_val=0,
@@ -59,8 +61,12 @@ def prepare_corpus(config, directory: pathlib.Path) -> pathlib.Path:
 
 
 def configure(config, records_dir: pathlib.Path) -> None:
-    """Points the config at the prepared splits (evaluated every `demo.eval_every_steps`
-    during training); normalises audio with the train statistics."""
+    """Points the config at the prepared splits and their audio statistics.
+
+    Training reads the train split; test, sync_hard (with its shifted copies' audio as
+    distractors) and the shifted copies are evaluated every `demo.eval_every_steps`
+    during training; audio is normalised with the train split's statistics.
+    """
     train_manifest = records.Manifest.load(records_dir / "train")
     config.data.train_split = str(records_dir / "train")
     shifted = records_dir / SHIFTED_SPLIT
@@ -74,8 +80,13 @@ def configure(config, records_dir: pathlib.Path) -> None:
 
 
 def chance_r1(scores: dict[str, float]) -> dict[str, float]:
-    """direction -> R@1 (percent) of a random ranking: SyncShapes has one correct item per
-    query, so 100 / the gallery's size."""
+    """R@1 of a random ranking, per direction of one split's results.
+
+    SyncShapes has one correct item per query, so chance R@1 is 100 / the gallery's size.
+
+    Returns:
+      {direction: percent}, the dual-softmax rows left out.
+    """
     return {key.split("/")[0]: 100 / scores[key] for key in scores
             if key.endswith("/num_gallery") and not key.startswith("dual_softmax/")}
 
@@ -83,13 +94,18 @@ def chance_r1(scores: dict[str, float]) -> dict[str, float]:
 def synchrony_test(export_dir: pathlib.Path) -> dict[str, float]:
     """How far video->audio on sync_hard relies on timing, from the exported embeddings.
 
-    twin_accuracy: how often a video scores its own audio above the time-shifted copy
-    (a timing-blind model: 50% at best). timing_blind_r1: the best v2a R@1 a model
-    blind to timing can have with the copies in the gallery: half its R@1 among the
-    originals alone (it places the twins alike, then picks one by chance).
-    twin_first_r1: how often a video ranks its audio's shifted copy first of all 2N
-    audios, where the sweep's sync_hard v2a R@1 counts its own audio first. A model
-    blind to timing in its video alone, not its audio, puts either first as often.
+    Returns:
+      Percentages:
+        twin_accuracy: how often a video scores its own audio above the time-shifted
+          copy (a timing-blind model: 50% at best).
+        v2a_r1_without_copies: v2a R@1 among the originals alone.
+        timing_blind_r1: the best v2a R@1 a model blind to timing can have with the
+          copies in the gallery: half its R@1 among the originals alone (it places
+          the twins alike, then picks one by chance).
+        twin_first_r1: how often a video ranks its audio's shifted copy first of all
+          2N audios, where the sweep's sync_hard v2a R@1 counts its own audio first. A
+          model blind to timing in its video alone, not its audio, puts either first
+          as often.
     """
     originals = export.read(export_dir, "sync_hard")
     copies = export.read(export_dir, SHIFTED_SPLIT)
@@ -111,8 +127,11 @@ def synchrony_test(export_dir: pathlib.Path) -> dict[str, float]:
 
 def attribute_probe(export_dir: pathlib.Path, corpus_dir: pathlib.Path,
                     split: str = "test") -> dict[str, dict[str, float]]:
-    """How well each of PROBED_ATTRIBUTES can be read from the exported video and
-    audio embeddings of `split` (probe.probe_attributes)."""
+    """How well each of PROBED_ATTRIBUTES can be read from a split's exported embeddings.
+
+    Returns:
+      `probe.probe_attributes` of the split's video and audio embeddings.
+    """
     rows = (json.loads(line) for line in (corpus_dir / f"{split}.jsonl").read_text().splitlines())
     attributes = {row["id"]: row["attributes"] for row in rows}
     exported = export.read(export_dir, split)
@@ -123,6 +142,7 @@ def attribute_probe(export_dir: pathlib.Path, corpus_dir: pathlib.Path,
 
 
 def summary(results, sync, probed, seconds: dict[str, float], workdir: pathlib.Path) -> str:
+    """The demo's closing report: the table, R@1 over chance, synchrony, probes, timings."""
     lines = ["", evaluate.format_table(results), ""]
     for split, scores in results.items():
         ratios = ", ".join(f"{d} {scores[f'{d}/R@1'] / chance:.1f}x"
@@ -147,12 +167,15 @@ def summary(results, sync, probed, seconds: dict[str, float], workdir: pathlib.P
 
 
 def data_dir(config, workdir) -> pathlib.Path:
+    """Where the corpus and records go: `demo.data_dir`, else `workdir/data`."""
     return pathlib.Path(config.demo.data_dir or pathlib.Path(workdir) / "data")
 
 
 def run(config, workdir: str) -> dict[str, dict[str, float]]:
     """The whole demo; returns the sweep's results per split."""
     workdir = pathlib.Path(workdir)
+    # Before the corpus: a config the devices cannot run fails in a second, not minutes.
+    validate_config(config, jax.device_count())
     seconds, start = {}, time.perf_counter()
     records_dir = prepare_corpus(config, data_dir(config, workdir))
     seconds["corpus and records"] = time.perf_counter() - start
@@ -185,9 +208,17 @@ def run(config, workdir: str) -> dict[str, dict[str, float]]:
 
 
 def run_mode(config, workdir: str, mode: str):
-    """The runner of configs/demo.py: the whole demo to train, else the core's job on its
-    prepared splits (whose audio statistics the model was trained with)."""
+    """The runner of configs/demo.py: the whole demo for 'train', else the core's job.
+
+    The core's jobs ('eval', 'export') run on the demo's prepared splits, whose audio
+    statistics the model was trained with.
+    """
     if mode == "train":
         return run(config, workdir)
-    configure(config, data_dir(config, workdir) / "records")
+    records_dir = data_dir(config, workdir) / "records"
+    if not (records_dir / "train" / records.MANIFEST).exists():
+        raise FileNotFoundError(
+            f"{records_dir}: the demo's records are not there; run the demo first "
+            f"(python -m vlsa_jax.demo --workdir={workdir})")
+    configure(config, records_dir)
     return jobs.run_core(config, workdir, mode)

@@ -53,8 +53,12 @@ _COLUMNS = (("T→V R@1", "t2v/R@1"), ("R@5", "t2v/R@5"), ("R@10", "t2v/R@10"),
 
 @dataclasses.dataclass(frozen=True)
 class Row:
-    """One run of a grid: config overrides (dotted field -> value); `pretrain=False` scores
-    the model as initialised, without training it."""
+    """One run of a grid.
+
+    Attributes:
+      overrides: (dotted config field, value) pairs.
+      pretrain: False scores the model as initialised, without training it.
+    """
 
     overrides: tuple[tuple[str, Any], ...]
     pretrain: bool = True
@@ -62,6 +66,8 @@ class Row:
 
 @dataclasses.dataclass(frozen=True)
 class Grid:
+    """One ablation: its title (the table's caption) and its rows by name."""
+
     title: str
     rows: dict[str, Row]
 
@@ -185,7 +191,11 @@ def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
 
 
 def row_results(row_dir: pathlib.Path) -> dict[str, Any]:
-    """{'step', 'seconds' (None when unrecorded), 'test': {'t2v/R@1': ..., ...}} of a row."""
+    """A finished row's results.
+
+    Returns:
+      {'step', 'seconds' (None when unrecorded), 'test': {'t2v/R@1': ..., ...}}.
+    """
     metrics = json.loads(_metrics_path(row_dir).read_text())
     record_path = row_dir / ROW_RECORD
     record = json.loads(record_path.read_text()) if record_path.exists() else {}
@@ -194,8 +204,10 @@ def row_results(row_dir: pathlib.Path) -> dict[str, Any]:
 
 
 def configure_sweep(config: ml_collections.ConfigDict, workdir) -> ml_collections.ConfigDict:
-    """A copy of `config` that every row starts from: the corpus of DIR/data (generated and
-    prepared unless it is there), scored on its test split only."""
+    """A copy of `config` that every row starts from, scored on the test split only.
+
+    The corpus is that of DIR/data, generated and prepared unless it is there.
+    """
     workdir = pathlib.Path(workdir)
     config = copy.deepcopy(config)
     config.demo.data_dir = str(workdir / "data")
@@ -229,6 +241,8 @@ def run_grid(config: ml_collections.ConfigDict, grid: str, workdir,
         raise ValueError(f"rows {unknown or names} are not in grid {grid!r}, whose rows are "
                          f"{', '.join(GRIDS[grid].rows)}")
     workdir = pathlib.Path(workdir)
+    for name in names:  # every row's config, before the corpus is made
+        validate_config(row_config(config, GRIDS[grid].rows[name]), jax.device_count())
     config = configure_sweep(config, workdir)
     record = {"grid": grid, "title": GRIDS[grid].title, "command": command,
               "steps": config.train.num_steps, "seed": config.seed,
@@ -298,4 +312,4 @@ if __name__ == "__main__":
     flags.DEFINE_list("rows", None, "The rows to run, e.g. lpmm,gam; default: all of the "
                       "grid's.")
     flags.mark_flags_as_required(["config", "workdir", "grid"])
-    app.run(main)
+    cli.run(main)

@@ -1,12 +1,13 @@
 """Annotation adapters: each public dataset's annotation format as `ClipAnnotation`s.
 
 An adapter reads `(annotations_path, media_dir, split)` into one annotation per
-clip of the split. Every adapter decodes its files as UTF-8 with invalid bytes
-replaced (a caption is never lost to an encoding error), keeps empty captions
-as '', and raises ValueError for a split it does not know (naming the valid
-ones) and for a clip id that repeats within the split. Media paths are relative
-to media_dir unless the annotations give absolute ones; the preparation joins
-them and reports missing files per clip.
+clip of the split. Every adapter decodes its files as UTF-8, keeping an invalid byte
+as an escape in the field it belongs to (the preparation then refuses that clip, or
+replaces the byte with --caption_errors=replace), keeps empty captions as '', and
+raises ValueError for a split it does not know (naming the valid ones) and for a clip
+id that repeats within the split. Media paths are relative to media_dir unless the
+annotations give absolute ones; the preparation joins them, refuses those that leave
+it, and reports missing files per clip.
 """
 import dataclasses
 from collections.abc import Callable

@@ -1,15 +1,18 @@
 """Helpers every dataset adapter shares: file reading, media lookup and checks.
 
-Annotation files are decoded as UTF-8 with errors='replace': a few public
-releases carry stray Latin-1 or Windows-1252 bytes, and a caption with a
-replacement character is better than a clip dropped or a whole dataset refused.
-A leading byte-order mark (CSV files saved by spreadsheets) is removed.
+Annotation files are decoded as UTF-8 with errors='surrogateescape': a few
+public releases carry stray Latin-1 or Windows-1252 bytes, and each such byte
+becomes a lone surrogate (U+DC80..U+DCFF) in the field it is in, so one bad
+caption neither poisons the file nor is silently altered. The preparation
+decides per clip what to do with it (`utf8_error`, `replace_invalid_utf8`). A
+leading byte-order mark (CSV files saved by spreadsheets) is removed.
 """
 import csv
 import io
 import json
 import os
 import pathlib
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -22,15 +25,43 @@ MEDIA_EXTENSIONS = frozenset({
     ".mp4", ".m4v", ".mkv", ".webm", ".avi", ".mov", ".mpg", ".mpeg", ".flv", ".3gp",
 })
 
+# Code points no valid UTF-8 text holds: surrogateescape's escaped bytes, and the
+# unpaired surrogates a JSON '\uDXXX' escape can give.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
 
 def read_text(path: str | os.PathLike) -> str:
-    """The whole file as text: UTF-8, invalid bytes replaced, no byte-order mark.
+    """The whole file as text: UTF-8, invalid bytes escaped, no byte-order mark.
 
+    A byte that is not UTF-8 becomes the lone surrogate U+DC00 + byte
+    (errors='surrogateescape'), which `utf8_error` finds in the field it ends up in.
     Newlines are not translated, so the csv module sees line breaks inside quoted
     fields as they are.
     """
     with open(path, "rb") as f:
-        return f.read().decode("utf-8-sig", errors="replace")
+        return f.read().decode("utf-8-sig", errors="surrogateescape")
+
+
+def utf8_error(text: str) -> str | None:
+    """Why `text` (as `read_text` decoded it) is not valid UTF-8, or None if it is.
+
+    Returns:
+      e.g. 'byte 0xe9 at character 3 is not UTF-8', for the first invalid byte.
+    """
+    found = _SURROGATE.search(text)
+    if found is None:
+        return None
+    code = ord(found.group())
+    if 0xDC80 <= code <= 0xDCFF:
+        what = f"byte 0x{code - 0xDC00:02x}"
+    else:
+        what = f"unpaired surrogate U+{code:04X}"
+    return f"{what} at character {found.start()} is not UTF-8"
+
+
+def replace_invalid_utf8(text: str) -> str:
+    """`text` with U+FFFD in place of each byte (or unpaired surrogate) that is not UTF-8."""
+    return _SURROGATE.sub("\ufffd", text)
 
 
 def read_json(path: str | os.PathLike) -> Any:

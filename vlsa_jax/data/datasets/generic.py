@@ -12,10 +12,12 @@ The format is chosen by the file's extension:
   (numbers or null) and `split`. Blank lines are skipped.
 
 Paths are used as written: relative ones stay relative to the media folder,
-which the preparation joins. `split` is ignored when the file has no split (no
-`split` column, no object with a `split` key). Otherwise only rows of the
-requested split are read; a row with an empty split belongs to no split, so a
-clip never leaks into every split.
+which the preparation joins; it refuses a path that leads out of the folder
+(absolute elsewhere, or through '..') unless `--allow_outside_media_dir` is
+given. `split` is ignored when the file has no split (no `split` column, no
+object with a `split` key). Otherwise only rows of the requested split are
+read; a row with an empty split belongs to no split, so a clip never leaks into
+every split.
 """
 import json
 import os
@@ -54,8 +56,8 @@ def read(annotations_path: str, media_dir: str, split: str) -> list[ClipAnnotati
     if has_splits:
         splits = sorted({row["split"] for row in rows if row["split"]})
         if split not in splits:
-            raise ValueError(f"{NAME}: unknown split {split!r}; valid splits: "
-                             f"{', '.join(splits) or '(none)'}")
+            raise ValueError(f"{NAME}: {annotations_path} has no split {split!r}; valid "
+                             f"splits: {', '.join(splits) or '(none)'}")
         rows = [row for row in rows if row["split"] == split]
     return common.check_unique_ids(NAME, (_clip(row) for row in rows))
 
