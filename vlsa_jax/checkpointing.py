@@ -144,7 +144,10 @@ def restore_params(path: str | pathlib.Path, abstract_params, allow_missing: boo
         missing and `allow_missing` is False.
     """
     step_dir = find_checkpoint(path)
-    stored = ocp.PyTreeCheckpointer().metadata(step_dir / "state").item_metadata["params"]
+    # The handler reads the item folder alone; a Checkpointer would also look for step
+    # metadata inside it and warn that there is none.
+    handler = ocp.PyTreeCheckpointHandler()
+    stored = handler.metadata(step_dir / "state").tree["params"]
     stored_shapes = {_name(p): tuple(x.shape)
                      for p, x in jax.tree_util.tree_flatten_with_path(stored)[0]}
     missing = []
@@ -159,10 +162,11 @@ def restore_params(path: str | pathlib.Path, abstract_params, allow_missing: boo
         raise ValueError(f"{step_dir}: the checkpoint lacks {len(missing)} parameters of the "
                          f"model, e.g. {missing[0]}; is it the same model config?")
     target = {"params": _without(abstract_params, set(missing))}
-    restored = ocp.PyTreeCheckpointer().restore(
+    restored = handler.restore(
         step_dir / "state", args=ocp.args.PyTreeRestore(
             item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
             partial_restore=True))
+    handler.close()
     return restored["params"], missing, int(step_dir.name)
 
 

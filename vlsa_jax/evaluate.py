@@ -15,6 +15,7 @@ import pathlib
 
 import jax
 import numpy as np
+import tqdm
 from absl import logging
 from flax import nnx
 from jax.experimental import multihost_utils
@@ -94,16 +95,19 @@ class Embedder:
         args = (local_batch, jax.process_index(), jax.process_count())
         clips = {}
         if set(modalities) & set("av"):
+            num_batches = -(-records.Manifest.load(split_dir).num_clips // local_batch)
             rows, index = self._embed_all(
                 params, pipeline.evaluation_clips(config, split_dir, *args),
-                [VIDEO, VIDEO_CROP, AUDIO])
+                [VIDEO, VIDEO_CROP, AUDIO], f"{pathlib.Path(split_dir).name} clips",
+                num_batches)
             clips = {name: rows[name][np.argsort(index[CLIP_INDEX])] for name in rows}
             if VIDEO in clips and AUDIO in clips:
                 clips[FUSED] = fuse(clips[VIDEO], clips[AUDIO])
         text, caption_clip, caption_index = None, np.zeros(0, int), np.zeros(0, int)
         if captions and "t" in modalities:
             rows, index = self._embed_all(
-                params, pipeline.evaluation_captions(config, split_dir, *args), [TEXT_IDS])
+                params, pipeline.evaluation_captions(config, split_dir, *args), [TEXT_IDS],
+                f"{pathlib.Path(split_dir).name} captions")
             order = np.lexsort((index[CAPTION_INDEX], index[CLIP_INDEX]))
             text = rows[TEXT][order]
             caption_clip = index[CLIP_INDEX][order]
@@ -111,15 +115,20 @@ class Embedder:
         return SplitEmbeddings(split_clip_ids(config, split_dir), clips, text, caption_clip,
                                caption_index)
 
-    def _embed_all(self, params, batches, input_keys):
+    def _embed_all(self, params, batches, input_keys, what: str, num_batches=None):
         """Embeds every batch of `batches`, feeding the model their `input_keys` only.
+
+        A progress bar (process 0) counts the batches of `what`, with an ETA when
+        `num_batches` is known.
 
         Returns:
           ({modality: rows}, {'clip_index', ...: rows}), valid rows only, gathered from
           every process.
         """
         outputs, indices = [], []
-        for batch in batches:
+        for batch in tqdm.tqdm(batches, desc=f"embedding {what}", total=num_batches,
+                               unit="batch", leave=False,
+                               disable=jax.process_index() != 0):
             inputs = {k: v for k, v in batch.items()
                       if k in input_keys or (k == TEXT_MASK and TEXT_IDS in input_keys)}
             embedded = self._embed(params, sharding.global_batch(inputs, self._mesh))
@@ -260,10 +269,14 @@ def format_table(results: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def log_table(results) -> None:
-    """Logs `format_table(results)`, line by line."""
-    for line in format_table(results).splitlines():
-        logging.info("%s", line)
+def log_summary(results, step: int) -> None:
+    """Logs R@1 of every direction, one line per split (the whole table is the
+    evaluation's own output, printed once)."""
+    for split, scores in results.items():
+        recalls = ", ".join(f"{key.removesuffix('/R@1')} {value:.1f}"
+                            for key, value in scores.items()
+                            if key.endswith("/R@1") and not key.startswith("dual_softmax/"))
+        logging.info("step %d, retrieval R@1 on %s: %s", step, split, recalls)
 
 
 

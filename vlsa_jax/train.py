@@ -191,7 +191,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
                               or step == config.train.num_steps):
                 results = evaluator.run(state["params"], step, workdir)
                 writer.write(step, evaluate.as_scalars(results))
-                evaluate.log_table(results)
+                evaluate.log_summary(results, step)
             if stop_signals.received and not stopping:
                 if not save_now:
                     _check_finite(jax.device_get(metrics), step, config.train.on_nonfinite)

@@ -22,6 +22,7 @@ import pathlib
 
 import av
 import numpy as np
+import tqdm
 from absl import app, flags
 
 from vlsa_jax import cli
@@ -43,11 +44,11 @@ _AAC_OPTIONS = {"aac_coder": "fast"}
 
 
 def generate(output_dir, options: SyncShapesOptions = SyncShapesOptions(),
-             num_workers: int = 1) -> dict[str, pathlib.Path]:
+             num_workers: int = 1, progress: bool = False) -> dict[str, pathlib.Path]:
     """Writes DIR/media/<split>/<id>.mp4 and DIR/<split>.jsonl; returns split -> annotation path.
 
     Skips work already done: a split whose jsonl exists (written last, atomically) is
-    reused.
+    reused. `progress` shows a bar of the clips written, per split.
 
     Raises:
       ValueError: output_dir holds a corpus generated with other options.
@@ -63,8 +64,11 @@ def generate(output_dir, options: SyncShapesOptions = SyncShapesOptions(),
             for split in pending:
                 specs = sample_split(split, options)
                 (root / "media" / split).mkdir(parents=True, exist_ok=True)
-                parallel_map(functools.partial(write_clip, root=str(root), options=options),
-                             specs)
+                written = parallel_map(
+                    functools.partial(write_clip, root=str(root), options=options), specs)
+                for _ in tqdm.tqdm(written, total=len(specs), desc=f"SyncShapes {split}",
+                                   unit="clip", disable=not progress):
+                    pass
                 _write_atomically(annotations[split], "".join(
                     json.dumps(annotation_row(spec, options)) + "\n" for spec in specs))
     return annotations
@@ -97,13 +101,14 @@ def _write_atomically(path: pathlib.Path, text: str) -> None:
 
 @contextlib.contextmanager
 def _parallel_map(num_workers: int):
-    """Yields map(function, items) run to completion, in num_workers processes."""
+    """Yields map(function, items): an iterator of the results in order, computed in
+    num_workers processes as it is consumed."""
     if num_workers <= 1:
-        yield lambda function, items: list(map(function, items))
+        yield map
         return
     with worker_pool(num_workers) as pool:
-        yield lambda function, items: pool.map(
-            function, items, chunksize=max(1, len(items) // (4 * num_workers)))
+        yield lambda function, items: pool.imap(
+            function, items, chunksize=max(1, len(items) // (16 * num_workers)))
 
 
 def write_clip(spec: ClipSpec, root: str, options: SyncShapesOptions) -> None:
@@ -156,7 +161,8 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     options = SyncShapesOptions(**{field.name: getattr(FLAGS, field.name)
                                    for field in dataclasses.fields(SyncShapesOptions)})
-    for split, path in generate(FLAGS.output_dir, options, FLAGS.num_workers).items():
+    for split, path in generate(FLAGS.output_dir, options, FLAGS.num_workers,
+                                progress=True).items():
         rows = [json.loads(line) for line in path.read_text().splitlines()]
         counts = {key: sum(row["split"] == key for row in rows)
                   for key in dict.fromkeys(row["split"] for row in rows)}

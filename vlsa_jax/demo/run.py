@@ -48,7 +48,8 @@ def corpus_options(demo) -> SyncShapesOptions:
 def prepare_corpus(config, directory: pathlib.Path) -> pathlib.Path:
     """Generates SyncShapes and prepares its splits (each step skipped if already done)."""
     corpus = directory / CORPUS
-    generate_corpus(corpus, corpus_options(config.demo), num_workers=config.demo.workers)
+    generate_corpus(corpus, corpus_options(config.demo), num_workers=config.demo.workers,
+                    progress=True)
     output = directory / "records"
     for stem, split in _SPLITS:
         if (output / split / records.MANIFEST).exists():
@@ -56,7 +57,7 @@ def prepare_corpus(config, directory: pathlib.Path) -> pathlib.Path:
         # Train first: its captions train the WordPiece that every split then uses.
         prepare.prepare_split(
             config, "generic", str(corpus / f"{stem}.jsonl"), str(corpus), str(output), split,
-            num_workers=config.demo.workers, clips_per_shard=64, progress=False)
+            num_workers=config.demo.workers, clips_per_shard=64)
     return output
 
 

@@ -127,7 +127,7 @@ def score_params(config, params, step: int, row_dir: pathlib.Path) -> None:
     graphdef, _ = state.model_structure(config)
     evaluator = evaluate.Evaluator(config, sharding.make_mesh(config.mesh), graphdef,
                                    jax.tree.map(lambda x: x.sharding, params))
-    evaluate.log_table(evaluator.run(params, step, row_dir))
+    evaluate.log_summary(evaluator.run(params, step, row_dir), step)
 
 
 def run_row(config, row: Row, row_dir: pathlib.Path) -> None:
