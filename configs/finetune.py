@@ -10,10 +10,17 @@ symmetric contrastive loss of the dataset's pair on the pooled unimodal embeddin
 (no masked modelling, no matching head). The weights come from `init.checkpoint`;
 the optimizer starts fresh (lr 1e-4 with 10% warmup, as All-in-one). The number of
 steps follows the public training split's size below; if your prepared split
-differs, set `--config.train.num_steps`. Prepare the splits first, e.g.
+differs, set `--config.train.num_steps`. MSR-VTT trains on the 9k split (the 10,000
+videos less the 1k-A test list, all their captions; JSFusion, Frozen, CLIP4Clip) and
+evaluates on 1k-A. Prepare the splits first, e.g. from a folder holding
+videodatainfo.json and MSRVTT_JSFUSION_test.csv (and MSRVTT_train.9k.csv, if you have it)
 
-    python -m vlsa_jax.data.prepare --dataset=msrvtt --annotations=... --media_dir=... \
-        --output_dir=data/msrvtt --split=train --config=configs/finetune.py:dataset=msrvtt
+    python -m vlsa_jax.data.prepare --dataset=msrvtt --annotations=MSRVTT_ANNOTATIONS \
+        --media_dir=... --output_dir=data/msrvtt --split=9k \
+        --config=configs/finetune.py:dataset=msrvtt
+    python -m vlsa_jax.data.prepare --dataset=msrvtt --annotations=MSRVTT_ANNOTATIONS \
+        --media_dir=... --output_dir=data/msrvtt --split=1k-A \
+        --config=configs/finetune.py:dataset=msrvtt
 
 Other args as in pretrain.py: variant, batch_size, fsdp, tensor, and epochs.
 """
@@ -24,8 +31,8 @@ from vlsa_jax import config_lib
 
 # dataset -> modalities, retrieval pair, training clips of the public split, splits.
 _DATASETS = {
-    "msrvtt": dict(modalities="vt", pair="vt", train_clips=6_513,
-                   train="data/msrvtt/train", test="data/msrvtt/1k-A"),
+    "msrvtt": dict(modalities="vt", pair="vt", train_clips=9_000,
+                   train="data/msrvtt/9k", test="data/msrvtt/1k-A"),
     "lsmdc": dict(modalities="vt", pair="vt", train_clips=101_079,
                   train="data/lsmdc/train", test="data/lsmdc/test"),
     "audiocaps": dict(modalities="at", pair="at", train_clips=49_291,

@@ -171,6 +171,124 @@ def test_msrvtt_1k_a_needs_the_csv(tmp_path):
         read_annotations("msrvtt", _msrvtt_fixture(tmp_path), "", "1k-A")
 
 
+# MSR-VTT in miniature: 12 videos over the official splits, 3 captions each (sen_ids
+# interleaved across videos, as in the release), and a 1k-A list of 3 test videos.
+_MSRVTT_SPLITS = ["train"] * 6 + ["validate"] * 2 + ["test"] * 4
+_MSRVTT_1K_A = ["video8", "video9", "video11"]
+_MSRVTT_9K = ["video0", "video1", "video2", "video3", "video4", "video5", "video6",
+              "video7", "video10"]
+
+
+def _msrvtt_captions(video_id):
+    return tuple(f"{video_id} caption {n}" for n in range(3))
+
+
+def _msrvtt_folder(tmp_path, *, jsfusion=True, train_9k=None, year=2016):
+    """An annotation folder: the JSON, the 1k-A list and, if given, a 9k list."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    videos = [(f"video{i}", split) for i, split in enumerate(_MSRVTT_SPLITS)]
+    sentences = [(video_id, f"{video_id} caption {n}", 12 * n + i)
+                 for n in reversed(range(3)) for i, (video_id, _) in enumerate(videos)]
+    if year == 2016:
+        _write(tmp_path / "videodatainfo.json", _msrvtt_json(videos, sentences))
+    else:  # 2017: train and validate videos in one file, test videos in the other.
+        for name, kept in (("train_val", ("train", "validate")), ("test", ("test",))):
+            _write(tmp_path / f"{name}_videodatainfo.json", _msrvtt_json(
+                [v for v in videos if v[1] in kept],
+                [s for s in sentences if _MSRVTT_SPLITS[int(s[0][5:])] in kept]))
+    if jsfusion:
+        _write(tmp_path / "MSRVTT_JSFUSION_test.csv", "key,vid_key,video_id,sentence\n" + "".join(
+            f"ret{n},msr{v[5:]},{v},{v} caption 0\n" for n, v in enumerate(_MSRVTT_1K_A)))
+    if train_9k is not None:
+        _write(tmp_path / "MSRVTT_train.9k.csv", "video_id\n" + "".join(
+            f"{video_id}\n" for video_id in train_9k))
+    return str(tmp_path)
+
+
+def test_msrvtt_9k_is_every_video_outside_the_1k_a_list_with_all_its_captions(tmp_path):
+    folder = _msrvtt_folder(tmp_path)
+    clips = read_annotations("msrvtt", folder, "", "9k")
+    assert clips == [ClipAnnotation(v, f"{v}.mp4", _msrvtt_captions(v)) for v in _MSRVTT_9K]
+    # Videos of all three official splits, none of the 1k-A list: together, every video.
+    test = _ids(read_annotations("msrvtt", folder, "", "1k-A"))
+    assert test == _MSRVTT_1K_A
+    assert sorted(_ids(clips) + test) == sorted(f"video{i}" for i in range(12))
+    assert {"video0", "video6", "video10"} <= set(_ids(clips))
+
+
+def test_msrvtt_9k_list_wins_and_keeps_its_order(tmp_path, monkeypatch):
+    from vlsa_jax.data.datasets import msrvtt
+    warnings = []
+    monkeypatch.setattr(msrvtt.logging, "warning", lambda *args: warnings.append(args))
+    # The release's list agrees with the 1k-A list's complement: no warning.
+    same = _msrvtt_folder(tmp_path / "same", train_9k=_MSRVTT_9K)
+    assert _ids(read_annotations("msrvtt", same, "", "9k")) == _MSRVTT_9K
+    assert not warnings
+    # A list that disagrees is still the split (in its order), with a warning.
+    listed = ["video10", "video0", "video7"]
+    other = _msrvtt_folder(tmp_path / "other", train_9k=listed)
+    assert read_annotations("msrvtt", other, "", "9k") == [
+        ClipAnnotation(v, f"{v}.mp4", _msrvtt_captions(v)) for v in listed]
+    assert len(warnings) == 1 and warnings[0][3:5] == (3, 9)
+    # Without the 1k-A list, and with 2017's two files, the 9k list alone will do.
+    alone = _msrvtt_folder(tmp_path / "alone", jsfusion=False, train_9k=listed, year=2017)
+    assert _ids(read_annotations("msrvtt", alone, "", "9k")) == listed
+
+
+def test_msrvtt_9k_list_must_name_videos_of_the_json_and_none_of_1k_a(tmp_path):
+    unknown = _msrvtt_folder(tmp_path / "unknown", train_9k=["video0", "video99", "video12"])
+    with pytest.raises(ValueError, match="MSRVTT_train.9k.csv names videos not in "
+                       "videodatainfo.json: 'video99', 'video12'$"):
+        read_annotations("msrvtt", unknown, "", "9k")
+    leak = _msrvtt_folder(tmp_path / "leak", train_9k=["video0", "video11", "video8"])
+    with pytest.raises(ValueError, match="videos of the 1k-A test list .*: 'video11', 'video8'$"):
+        read_annotations("msrvtt", leak, "", "9k")
+    repeated = _msrvtt_folder(tmp_path / "repeated", train_9k=["video0", "video1", "video0"])
+    with pytest.raises(ValueError, match="msrvtt: duplicate clip id 'video0'"):
+        read_annotations("msrvtt", repeated, "", "9k")
+
+
+def test_msrvtt_9k_needs_a_list_a_folder_and_the_2016_json(tmp_path):
+    bare = _msrvtt_folder(tmp_path / "bare", jsfusion=False)
+    with pytest.raises(ValueError, match="'9k' needs MSRVTT_train.9k.csv .* or "
+                       "MSRVTT_JSFUSION_test.csv .*; found neither"):
+        read_annotations("msrvtt", bare, "", "9k")
+    folder = _msrvtt_folder(tmp_path / "full")
+    for path in ("videodatainfo.json", "MSRVTT_JSFUSION_test.csv"):
+        with pytest.raises(ValueError, match="'9k' is read from the annotation folder"):
+            read_annotations("msrvtt", f"{folder}/{path}", "", "9k")
+    # Derived from the 1k-A list, the split needs the 2016 JSON, holding every 1k-A video.
+    newer = _msrvtt_folder(tmp_path / "2017", year=2017)
+    with pytest.raises(ValueError, match="derived from MSR-VTT 2016's videodatainfo.json"):
+        read_annotations("msrvtt", newer, "", "9k")
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    _write(partial / "videodatainfo.json", _msrvtt_json(
+        [("video0", "train"), ("video8", "test")], [("video0", "a", 0), ("video8", "b", 1)]))
+    (partial / "MSRVTT_JSFUSION_test.csv").write_text(
+        (tmp_path / "full" / "MSRVTT_JSFUSION_test.csv").read_text())
+    with pytest.raises(ValueError, match="MSRVTT_JSFUSION_test.csv names videos not in "
+                       r"videodatainfo.json \(is it MSR-VTT 2016's\?\): 'video9', 'video11'"):
+        read_annotations("msrvtt", str(partial), "", "9k")
+
+
+def test_msrvtt_1k_a_from_a_folder_needs_the_list(tmp_path):
+    folder = _msrvtt_folder(tmp_path / "with")
+    assert read_annotations("msrvtt", folder, "", "1k-A") == [
+        ClipAnnotation(v, f"{v}.mp4", (f"{v} caption 0",)) for v in _MSRVTT_1K_A]
+    without = _msrvtt_folder(tmp_path / "without", jsfusion=False)
+    with pytest.raises(ValueError, match="'1k-A' needs MSRVTT_JSFUSION_test.csv in"):
+        read_annotations("msrvtt", without, "", "1k-A")
+
+
+def test_msrvtt_fine_tuning_trains_on_9k_and_evaluates_on_1k_a():
+    from tests.helpers import load_config
+    config = load_config("finetune.py", "dataset=msrvtt")
+    assert config.data.train_split == "data/msrvtt/9k"
+    assert config.eval.splits == "data/msrvtt/1k-A"
+    assert config.train.num_steps == 20 * -(-9_000 // 256)
+
+
 # --- lsmdc ----------------------------------------------------------------------------
 
 
@@ -359,7 +477,7 @@ def test_duplicate_clip_ids_are_rejected(name, file_name, text, tmp_path):
 
 
 @pytest.mark.parametrize("name, valid", [
-    ("msrvtt", "train, val, test, 1k-A"),
+    ("msrvtt", "train, val, test, 1k-A, 9k"),
     ("lsmdc", "train, val, test"),
     ("audiocaps", "train, val, test"),
     ("sounddescs", "train, val, test"),
