@@ -1,4 +1,5 @@
-"""The pre-training objective on the tiny model: datasets that lack a modality, and the
+"""The pre-training objective on the tiny model: datasets that lack a modality, the
+global embeddings the loss takes (clean captions, as retrieval), and the
 desynchronised audio-video negatives (rotated audio, reversed video).
 
 The batches, the model and the loss as a pure function of the parameters come from
@@ -14,8 +15,10 @@ from flax import nnx
 from tests import test_model
 from tests.test_model import (_MODALITIES, _QUICK_COMPILE, _expected_metrics, _loss_fn,
                               _random_batch, _split)
+from vlsa_jax.models.embeddings import masked_mean
 from vlsa_jax.models.vlsa import model_inputs
-from vlsa_jax.objective import desynchronised_embeddings, quietest_rotation
+from vlsa_jax.objective import (desynchronised_embeddings, global_embeddings, global_sources,
+                                local_losses, mask_modalities, quietest_rotation)
 
 # The tiny config and a concrete model built from it.
 tiny = test_model.tiny
@@ -39,6 +42,68 @@ def test_missing_modality_gives_finite_loss(tiny, missing):
     assert np.isfinite(loss)
     for name, value in metrics.items():
         assert np.isfinite(value), name
+
+
+def _loss_embeddings(model, config):
+    """A jitted (params, batch, mask key) -> (the global embeddings `pretraining_loss`
+    takes, retrieval's embeddings, the pools of an unmasked joint pass)."""
+    graphdef, _, rest = _split(model)
+
+    @functools.partial(jax.jit, compiler_options=_QUICK_COMPILE)
+    def embed(params, batch, key):
+        model = nnx.merge(graphdef, params, rest)
+        inputs = model_inputs(batch, config)
+        text_valid = batch["text_mask"].astype(bool)
+        # The objective's own steps, in its order.
+        masked = mask_modalities(model, inputs, text_valid, key, config)
+        joint = local_losses(model, masked, inputs, text_valid, config)[1]
+        sources = global_sources(model, masked, inputs, text_valid, config)
+        clean = {m: (model.tokens(m, x), text_valid if m == "text" else None)
+                 for m, x in inputs.items()}
+        encoded = model.encode(clean)
+        return (global_embeddings(model, sources, joint, config),
+                model.global_embeddings(inputs, text_valid),
+                {m: masked_mean(encoded[m], clean[m][1]) for m in encoded})
+
+    return embed
+
+
+def _close(a, b):
+    return np.abs(np.asarray(a) - np.asarray(b)).max() < 1e-5
+
+
+@pytest.mark.parametrize("features, masked_inputs", [
+    ("unimodal", True), ("unimodal", False), ("joint", False), ("joint", True)])
+def test_the_global_loss_embeds_text_as_retrieval_does(tiny, features, masked_inputs):
+    config, model = tiny
+    config = config.copy_and_resolve_references()
+    config.gam.features, config.gam.masked_inputs = features, masked_inputs
+    _, params, _ = _split(model)
+    embed = _loss_embeddings(model, config)
+    batch = _random_batch(config)
+    (first, retrieval, unmasked_joint), (second, *_) = (
+        embed(params, batch, jax.random.key(k)) for k in (0, 1))
+
+    if features == "joint" and masked_inputs:
+        # Eq. 6 literally: the pools of the LPMM pass, whose inputs change with the mask
+        # (its text BERT-masked, as that pass reads it).
+        for modality in _MODALITIES:
+            assert not _close(first[modality], second[modality]), modality
+        return
+    # Whatever the mask: the clean caption (masking it would save nothing).
+    assert _close(first["text"], second["text"])
+    for modality in ("video", "audio"):
+        # MAE-masked inputs (a quarter of the patches) change with the mask; full ones do not.
+        assert _close(first[modality], second[modality]) != masked_inputs, modality
+    if features == "unimodal":
+        # What retrieval sees: the text always, video and audio when unmasked.
+        assert _close(first["text"], retrieval["text"])
+        for modality in ("video", "audio"):
+            assert _close(first[modality], retrieval[modality]) != masked_inputs, modality
+    else:
+        # An unmasked joint pass of its own, not the LPMM pass.
+        for modality in _MODALITIES:
+            assert _close(first[modality], unmasked_joint[modality]), modality
 
 
 def test_desynchronised_clips_are_rotated_audio_and_reversed_video(tiny):

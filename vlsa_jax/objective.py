@@ -4,7 +4,9 @@ L_local (LPMM, Eq. 5): one joint pass over the visible video and audio patches a
 the BERT-masked text; one decoder reconstructs each modality; MSE on masked
 patches, cross-entropy on masked tokens.
 L_global (GAM, Eq. 7): per pair (audio-video, audio-text; video-text for VTM),
-symmetric InfoNCE over the global batch plus a binary matching head.
+symmetric InfoNCE over the global batch plus a binary matching head, on global
+embeddings whose text is the clean caption, as retrieval embeds it
+(`global_sources`).
 """
 import functools
 import math
@@ -73,7 +75,7 @@ def pretraining_loss(model: VLSA, batch, key, config: ml_collections.ConfigDict)
 
     global_ = jnp.float32(0.0)
     if pairs:
-        sources = _global_sources(model, masked, inputs, text_valid, config)
+        sources = global_sources(model, masked, inputs, text_valid, config)
         embeddings = global_embeddings(model, sources, joint, config)
         desynced = {}
         if (AUDIO, VIDEO) in pairs:
@@ -138,22 +140,52 @@ def local_losses(model, masked, inputs, text_valid, config):
     return terms, joint
 
 
-def _global_sources(model, masked, inputs, text_valid, config):
-    """Per modality, the (tokens, valid) that the global embeddings are computed from."""
-    if config.gam.masked_inputs:
-        return {m: (mm.tokens, mm.valid) for m, mm in masked.items()}
-    return {m: (model.tokens(m, x), text_valid if m == TEXT else None)
-            for m, x in inputs.items()}
+def global_sources(model, masked, inputs, text_valid, config):
+    """Per modality, the (tokens, valid) that the global embeddings are computed from.
+
+    Video and audio: the MAE-visible patches when `gam.masked_inputs` (a quarter of
+    the tokens to encode), else every patch. Text: always the clean ids, as retrieval
+    embeds captions. BERT masking replaces tokens in place and drops none, so masked
+    text would save nothing; it would only train the global loss on captions that
+    retrieval never sees.
+
+    Args:
+      model: the VLSA module.
+      masked: `mask_modalities`' output; read only when `gam.masked_inputs`.
+      inputs: {modality: encoder input} (`model_inputs`).
+      text_valid: [B, L] bool, or None without text.
+      config: the run config.
+    """
+    sources = {}
+    for modality, x in inputs.items():
+        if modality == TEXT:
+            sources[TEXT] = (model.tokens(TEXT, x), text_valid)
+        elif config.gam.masked_inputs:
+            sources[modality] = (masked[modality].tokens, None)
+        else:
+            sources[modality] = (model.tokens(modality, x), None)
+    return sources
 
 
 def global_embeddings(model, sources, joint, config) -> dict[str, jax.Array]:
     """Mean-pooled global embeddings (Eq. 6), [B, D] float32 per modality.
 
     'unimodal': each modality through the encoder alone, as retrieval sees it.
-    'joint': pools of a joint pass (the LPMM pass when there is one).
+    'joint': pools of a joint pass. With `gam.masked_inputs` that is the LPMM pass
+    itself when there is one (`joint`; Eq. 6 literally: its text is BERT-masked, as
+    that pass reads it); otherwise a joint pass of `sources` of its own, so that
+    `masked_inputs=False` pools unmasked inputs as it says, at the cost of one more
+    joint pass.
+
+    Args:
+      model: the VLSA module.
+      sources: `global_sources`' output.
+      joint: the LPMM pass's encoded tokens by modality, or None without LPMM.
+      config: the run config.
     """
     if config.gam.features == "joint":
-        encoded = joint if joint is not None else model.encode(sources)
+        reuse = joint is not None and config.gam.masked_inputs
+        encoded = joint if reuse else model.encode(sources)
     else:
         encoded = {m: model.encode({m: src})[m] for m, src in sources.items()}
     return {m: masked_mean(encoded[m], sources[m][1]) for m in encoded}
@@ -210,7 +242,7 @@ def desynchronised_embeddings(model, batch, inputs, key, config) -> dict[str, ja
             "b t n d -> b (t n) d")
     masked = (mask_modalities(model, altered, None, mask_key, config)
               if config.gam.masked_inputs else None)
-    sources = _global_sources(model, masked, altered, None, config)
+    sources = global_sources(model, masked, altered, None, config)
     return global_embeddings(model, sources, None, config)
 
 
