@@ -74,6 +74,8 @@ def get_config(arg=None):
     config.loss.vtm = dataset["pair"] == "vt"
     config.loss.matching = False
     config.gam.masked_inputs = False  # the unmasked unimodal passes retrieval uses
+    # Audio is normalised as the pre-trained weights were: audio.norm_from_data (the
+    # default) takes the values init.checkpoint was trained with, not this split's.
     config.loss.lambda_global = 1.0
 
     config.eval.splits = dataset["test"]

@@ -117,8 +117,13 @@ def get_config(arg=None):
     config.audio.hop = 256
     # The window centred on the clip: 65,535 samples (5.94 s) give 256 STFT frames.
     config.audio.clip_samples = 65_535 if not tiny else 8_191
-    # Spectrogram normalisation; set them to your training split's statistics, which
-    # the split's manifest records ('spectrogram_mean', 'spectrogram_std').
+    # Spectrogram normalisation, (x - norm_mean) / norm_std. norm_from_data: the data's,
+    # filled in when a job starts (state.resolve_audio_norm): pre-training, the training
+    # split's statistics (its manifest's spectrogram_stats); fine-tuning (init.checkpoint),
+    # evaluation and export, those the checkpoint was trained with. The run's config.json
+    # records the values used. Off: norm_mean and norm_std as set (a checkpoint trained
+    # with others is warned of). Random batches are drawn normalised: the values set stay.
+    config.audio.norm_from_data = True
     config.audio.norm_mean = -4.0
     config.audio.norm_std = 4.0
     config.audio.frames = size["audio_frames"]  # spectrogram time frames
@@ -151,9 +156,12 @@ def get_config(arg=None):
     config.loss.patch_reduction = "mean"  # 'mean' (MAE) | 'sum' (Eq. 5 literally)
 
     config.gam = ml_collections.ConfigDict()
-    # 'unimodal': each modality encoded alone, as at retrieval; 'joint': pools of the LPMM pass.
+    # 'unimodal': each modality encoded alone, as at retrieval; 'joint': pools of a joint
+    # pass (with masked_inputs, the LPMM pass itself).
     config.gam.features = "unimodal"
-    config.gam.masked_inputs = True  # unimodal passes see the MAE-masked inputs (cheaper)
+    # Video and audio through the global loss as their MAE-visible patches (cheaper), or
+    # whole; captions always whole (BERT masking drops no token, so it saves nothing).
+    config.gam.masked_inputs = True
     # Negatives that only synchrony tells apart (the paper has none). (low, high):
     # video->audio also ranks each clip's own audio rotated in time by a random fraction
     # of its length in [low, high] (its interior, cut where it is quiet: see

@@ -1,5 +1,6 @@
 """The retrieval sweep on a tiny model trained for a few steps on real prepared records."""
 import json
+import logging
 
 import jax
 import ml_collections
@@ -7,8 +8,9 @@ import numpy as np
 import pytest
 
 from tests.data_helpers import CAPTIONS, GOOD_CLIPS
-from tests.helpers import mesh_of
+from tests.helpers import load_config, mesh_of
 from vlsa_jax import checkpointing, evaluate, metrics, state
+from vlsa_jax.data import records
 from vlsa_jax.eval_protocol import DIRECTIONS
 
 _KEYS = ("R@1", "R@5", "R@10", "R@50", "MdR", "MnR", "num_queries", "num_gallery")
@@ -84,6 +86,35 @@ def test_every_item_is_embedded_once_whatever_the_batch(trained, batch_size):
     for name in split.clips:
         np.testing.assert_allclose(split.clips[name], reference.clips[name], atol=1e-5)
     np.testing.assert_allclose(split.captions, reference.captions, atol=1e-5)
+
+
+def _audio_embeddings(config, loaded):
+    embedder = evaluate.Embedder(config, loaded.mesh, loaded.graphdef, loaded.shardings)
+    return embedder.split(loaded.params, config.eval.splits, "a").clips["audio"]
+
+
+def test_evaluation_normalises_audio_as_the_checkpoint_was_trained(trained_run, tmp_path,
+                                                                    caplog):
+    trained, workdir, records_dir = trained_run
+    stats = records.Manifest.load(records_dir / "train").spectrogram_stats
+    config = load_config()  # audio.norm_from_data: its norm_mean / norm_std stand in
+    config.data.source = "records"
+    config.eval.splits, config.eval.checkpoint = str(records_dir / "train"), str(workdir)
+    assert (config.audio.norm_mean, config.audio.norm_std) != (stats["mean"], stats["std"])
+    loaded = evaluate.load_for_inference(config, tmp_path)
+    assert (config.audio.norm_mean, config.audio.norm_std) == (stats["mean"], stats["std"])
+    trained_embeddings = _audio_embeddings(trained, loaded)
+    np.testing.assert_array_equal(_audio_embeddings(config, loaded), trained_embeddings)
+
+    # An explicit value is used, and its difference from the checkpoint's warned of.
+    config.audio.norm_from_data, config.audio.norm_mean = False, stats["mean"] + 1
+    with caplog.at_level(logging.WARNING):
+        loaded = evaluate.load_for_inference(config, tmp_path)
+    assert (config.audio.norm_mean, loaded.config.audio.norm_mean) == (stats["mean"] + 1,) * 2
+    assert (f"audio.norm_mean, audio.norm_std = {stats['mean'] + 1!r}, {stats['std']!r} as "
+            f"set (audio.norm_from_data is off), but {workdir}") in caplog.text
+    assert f"was trained with {stats['mean']!r}, {stats['std']!r}" in caplog.text
+    assert np.abs(_audio_embeddings(config, loaded) - trained_embeddings).max() > 1e-4
 
 
 def _split_embeddings(num_clips, captions_per_clip, dim=8, seed=0):

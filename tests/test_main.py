@@ -1,8 +1,10 @@
 """The entry point, run as users run it: a subprocess through the local launcher."""
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -122,3 +124,42 @@ def test_several_fake_cpu_devices_get_a_thread_pool_for_their_collectives():
     assert seen[8, "16"][:2] == (8, "16")  # the user's setting stands
     # The pool is really larger: XLA starts its threads from the setting.
     assert seen[8, None][2] > seen[8, "16"][2] + 40
+
+
+def test_two_processes_stop_together_when_one_is_preempted(tmp_path):
+    """SIGTERM to one of two processes: both save the same step, both exit 0, and both
+    resume from it."""
+    args = [sys.executable, "-m", "vlsa_jax.main",
+            "--config=configs/pretrain.py:variant=tiny,num_steps=200",
+            "--config.train.log_every_steps=1", "--config.checkpoint.every_steps=100",
+            "--config.data.modalities=at", f"--workdir={tmp_path}", "--distributed",
+            "--num_processes=2"]
+    env = child_env(4) | {"JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo"}
+
+    def start(port, stop_after):
+        return [subprocess.Popen(
+            args + [f"--coordinator_address=127.0.0.1:{port}", f"--process_id={i}",
+                    f"--config.train.stop_after_steps={stop_after}"],
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            for i in range(2)]
+
+    port = 20000 + (os.getpid() + 7) % 20000
+    processes = start(port, 150)
+    metrics = tmp_path / "metrics.jsonl"
+    deadline = time.monotonic() + 300
+    while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3):
+        assert time.monotonic() < deadline and processes[0].poll() is None, "no progress"
+        time.sleep(0.5)
+    processes[1].send_signal(signal.SIGTERM)
+    outputs = [p.communicate(timeout=300)[1] for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
+    saved = sorted(int(name) for name in os.listdir(tmp_path / "checkpoints"))
+    assert len(saved) == 1 and 3 <= saved[0] < 150, saved
+    for output in outputs:
+        assert f"stopped at step {saved[0]} with its checkpoint saved" in output
+
+    resumed = start(port + 1, saved[0] + 2)
+    outputs = [p.communicate(timeout=300)[1] for p in resumed]
+    assert [p.returncode for p in resumed] == [0, 0], outputs[0][-2000:]
+    for output in outputs:
+        assert f"resuming from the checkpoint of step {saved[0]}" in output

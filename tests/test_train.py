@@ -1,4 +1,5 @@
-"""The training loop: it learns, sharded layouts agree with one device, resume is exact."""
+"""The training loop: it learns, sharded layouts agree with one device, resume is exact,
+and it records the audio normalisation it used."""
 import json
 import os
 import shutil
@@ -9,7 +10,8 @@ import numpy as np
 import pytest
 
 from tests.helpers import load_config, mesh_of
-from vlsa_jax import sharding, train
+from vlsa_jax import sharding, state, train
+from vlsa_jax.data import records
 from vlsa_jax.data import source as source_lib
 
 
@@ -224,3 +226,27 @@ def test_bfloat16_activations_keep_float32_state():
     assert {x.dtype for x in jax.tree.leaves(state["params"])} == {np.dtype("float32")}
     assert bfloat16_metrics["loss"].dtype == np.float32
     np.testing.assert_allclose(bfloat16_metrics["loss"], float32_metrics["loss"], rtol=0.02)
+
+
+def test_pre_training_records_the_train_splits_audio_statistics(trained_run):
+    config, workdir, records_dir = trained_run
+    stats = records.Manifest.load(records_dir / "train").spectrogram_stats
+    placeholders = load_config().audio
+    assert (stats["mean"], stats["std"]) != (placeholders.norm_mean, placeholders.norm_std)
+    saved = json.loads((workdir / "config.json").read_text())["audio"]
+    assert (saved["norm_mean"], saved["norm_std"]) == (stats["mean"], stats["std"])
+    # In place: what the caller does next with the config (evaluate, export) uses them.
+    assert (config.audio.norm_mean, config.audio.norm_std) == (stats["mean"], stats["std"])
+
+
+@pytest.mark.parametrize("overrides", [{"data.source": "random"},
+                                       {"audio.norm_from_data": False}])
+def test_audio_normalisation_stays_as_set_without_statistics_to_take(trained_run, overrides):
+    _, _, records_dir = trained_run
+    config = load_config()
+    config.data.source, config.data.train_split = "records", str(records_dir / "train")
+    config.audio.norm_mean, config.audio.norm_std = -1.0, 2.0
+    config.update_from_flattened_dict(overrides)
+    state.resolve_audio_norm(config)
+    assert (config.audio.norm_mean, config.audio.norm_std) == (-1.0, 2.0)
+

@@ -283,6 +283,9 @@ def log_summary(results, step: int) -> None:
 def load_for_inference(config, workdir) -> state.LoadedParams:
     """Validates the config and loads the parameters to embed with.
 
+    `config` takes, in place, the audio normalisation the checkpoint was trained with
+    (`state.audio_norm_of_checkpoint`): the sweep and the export read it from there.
+
     Returns:
       The parameters of `config.eval.checkpoint`, or of the newest checkpoint of
       `workdir`.
@@ -294,7 +297,11 @@ def load_for_inference(config, workdir) -> state.LoadedParams:
     if not config.eval.splits:
         raise ConfigError("eval.splits", "empty; name the prepared splits to embed "
                           "(comma-separated directories)")
-    return state.load_params(config, config.eval.checkpoint or pathlib.Path(workdir) / "checkpoints")
+    loaded = state.load_params(
+        config, config.eval.checkpoint or pathlib.Path(workdir) / "checkpoints")
+    config.audio.norm_mean = loaded.config.audio.norm_mean
+    config.audio.norm_std = loaded.config.audio.norm_std
+    return loaded
 
 
 def evaluate_checkpoint(config, workdir, print_table: bool = True) -> dict[str, dict[str, float]]:

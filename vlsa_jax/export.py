@@ -130,9 +130,9 @@ def export_checkpoint(config, workdir) -> pathlib.Path:
         logging.info("exported %s: %s", spec.name,
                      ", ".join(f"{m} {rows.shape}" for m, rows in arrays.items()))
     if jax.process_index() == 0:
-        manifest = {"checkpoint": str(step_dir.resolve()), "step": int(step_dir.name),
+        manifest = {"checkpoint": str(step_dir.resolve()), "step": loaded.step,
                     "config_hash": config_hash(config), "splits": splits, "files": files}
         (out / CONFIG).write_text(json.dumps(config.to_dict(), indent=2))
         (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
-        print(f"exported the embeddings of step {step_dir.name} to {out}")
+        print(f"exported the embeddings of step {loaded.step} to {out}")
     return out

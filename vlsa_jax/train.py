@@ -17,6 +17,7 @@ import numpy as np
 import optax
 from absl import logging
 from flax import nnx
+from jax.experimental import multihost_utils
 
 from vlsa_jax import checkpointing, evaluate, metric_writers, objective, optimizer, sharding
 from vlsa_jax import pretrained
@@ -61,22 +62,34 @@ class Preempted(Exception):
 
 
 class _StopSignals:
-    """Turns SIGTERM and SIGINT into a request to save and stop, read once a step.
+    """Turns SIGTERM and SIGINT into a request to save and stop at the end of a step.
 
-    A second SIGINT interrupts at once (the default handler is back after the first).
+    On several processes (a pod), every process must stop at the same step, or the
+    others hang in their next collective: SIGTERM is then left to JAX's preemption
+    service, which tells every process the same step to save at
+    (`reached_preemption_sync_point`), whichever process received it; SIGINT keeps its
+    default. In one process, a second SIGINT interrupts at once.
     """
 
     def __init__(self):
-        self.received: str | None = None
-        self._previous = {s: signal.signal(s, self._handle)
-                          for s in (signal.SIGTERM, signal.SIGINT)}
+        self._received: str | None = None
+        self._several = jax.process_count() > 1
+        handled = () if self._several else (signal.SIGTERM, signal.SIGINT)
+        self._previous = {s: signal.signal(s, self._handle) for s in handled}
 
     def _handle(self, number, _):
-        self.received = signal.Signals(number).name
+        self._received = signal.Signals(number).name
         logging.warning("%s: saving a checkpoint of the current step, then stopping.",
-                        self.received)
+                        self._received)
         if number == signal.SIGINT:
             signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def stop_after(self, step: int) -> str | None:
+        """The signal to stop for after `step`, or None; every process calls it every step."""
+        if self._several and multihost_utils.reached_preemption_sync_point(step):
+            logging.warning("preemption: every process saves step %d, then stops.", step)
+            return "SIGTERM"
+        return self._received
 
     def restore(self):
         for number, handler in self._previous.items():
@@ -110,8 +123,10 @@ def setup_training(config: ml_collections.ConfigDict, mesh) -> Training:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
     """Pre-trains (or resumes) in `workdir`; returns the final training state."""
     # ----------------------------------------------------------------------------
-    # Config and logging: fail on a bad config before any work starts.
+    # Config and logging: fail on a bad config before any work starts. The audio
+    # normalisation left to the data is filled in (in place) before config.json records it.
     validate_config(config, jax.device_count())
+    state_lib.resolve_audio_norm(config)
     workdir = pathlib.Path(workdir)
     if jax.process_index() == 0:
         workdir.mkdir(parents=True, exist_ok=True)
@@ -172,8 +187,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
             if step == first_step + 1:
                 timer.restart_after_compile(step, metrics)
 
-            # Read once, so that a signal arriving during this step's fetch, save or
-            # evaluation is answered by a save at the end of this step, never skipped.
             stopping = step == last_step
             log_now = step % config.train.log_every_steps == 0 or stopping
             save_now = step % checkpointer.every_steps == 0 or stopping
@@ -192,11 +205,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
                 results = evaluator.run(state["params"], step, workdir)
                 writer.write(step, evaluate.as_scalars(results))
                 evaluate.log_summary(results, step)
-            if stop_signals.received and not stopping:
+            # Read once, at the end: a signal that arrived during this step's data, fetch,
+            # save or evaluation is answered by a checkpoint of this step, never skipped.
+            stop_signal = stop_signals.stop_after(step)
+            if stop_signal and not stopping:
                 if not save_now:
                     _check_finite(jax.device_get(metrics), step, config.train.on_nonfinite)
                     checkpointer.save(step, state, source)
-                raise Preempted(step, stop_signals.received)
+                raise Preempted(step, stop_signal)
     finally:
         stop_signals.restore()
         checkpointer.close()

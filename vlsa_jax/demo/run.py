@@ -16,7 +16,7 @@ import jax
 import numpy as np
 from absl import logging
 
-from vlsa_jax import evaluate, export, jobs, metrics, train
+from vlsa_jax import evaluate, export, jobs, metrics, state, train
 from vlsa_jax.config_validation import validate_config
 from vlsa_jax.data import prepare, records
 from vlsa_jax.demo import probe
@@ -62,13 +62,14 @@ def prepare_corpus(config, directory: pathlib.Path) -> pathlib.Path:
 
 
 def configure(config, records_dir: pathlib.Path) -> None:
-    """Points the config at the prepared splits and their audio statistics.
+    """Points the config at the prepared splits.
 
     Training reads the train split; test, sync_hard (with its shifted copies' audio as
     distractors) and the shifted copies are evaluated every `demo.eval_every_steps`
-    during training; audio is normalised with the train split's statistics.
+    during training. The audio normalisation is filled in as training will (the train
+    split's statistics), because the sweep compares a row's config with its saved one,
+    and scores its untrained row, before any training does it.
     """
-    train_manifest = records.Manifest.load(records_dir / "train")
     config.data.train_split = str(records_dir / "train")
     shifted = records_dir / SHIFTED_SPLIT
     # sync_hard scored with its shifted copies' audio as distractors; the copies on
@@ -76,8 +77,7 @@ def configure(config, records_dir: pathlib.Path) -> None:
     config.eval.splits = (f"{records_dir / 'test'},{records_dir / 'sync_hard'}+{shifted}:a,"
                           f"{shifted}")
     config.eval.every_steps = config.demo.eval_every_steps
-    config.audio.norm_mean = train_manifest.spectrogram_stats["mean"]
-    config.audio.norm_std = train_manifest.spectrogram_stats["std"]
+    state.resolve_audio_norm(config)
 
 
 def chance_r1(scores: dict[str, float]) -> dict[str, float]:
