@@ -140,8 +140,21 @@ def test_two_processes_stop_together_when_one_is_preempted(tmp_path):
         return [subprocess.Popen(
             args + [f"--coordinator_address=127.0.0.1:{port}", f"--process_id={i}",
                     f"--config.train.stop_after_steps={stop_after}"],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+            stderr=open(tmp_path / f"stderr{port}_{i}.txt", "w"))
             for i in range(2)]
+
+    def finish(processes, port):
+        def stderr():
+            return [(tmp_path / f"stderr{port}_{i}.txt").read_text() for i in range(2)]
+        try:
+            for process in processes:
+                process.wait(timeout=600)
+        except subprocess.TimeoutExpired:
+            for process in processes:
+                process.kill()
+            pytest.fail("timed out:\n" + "\n".join(text[-1500:] for text in stderr()))
+        return stderr()
 
     port = 20000 + (os.getpid() + 7) % 20000
     processes = start(port, 150)
@@ -151,7 +164,7 @@ def test_two_processes_stop_together_when_one_is_preempted(tmp_path):
         assert time.monotonic() < deadline and processes[0].poll() is None, "no progress"
         time.sleep(0.5)
     processes[1].send_signal(signal.SIGTERM)
-    outputs = [p.communicate(timeout=300)[1] for p in processes]
+    outputs = finish(processes, port)
     assert [p.returncode for p in processes] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
     saved = sorted(int(name) for name in os.listdir(tmp_path / "checkpoints"))
     assert len(saved) == 1 and 3 <= saved[0] < 150, saved
@@ -159,7 +172,7 @@ def test_two_processes_stop_together_when_one_is_preempted(tmp_path):
         assert f"stopped at step {saved[0]} with its checkpoint saved" in output
 
     resumed = start(port + 1, saved[0] + 2)
-    outputs = [p.communicate(timeout=300)[1] for p in resumed]
+    outputs = finish(resumed, port + 1)
     assert [p.returncode for p in resumed] == [0, 0], outputs[0][-2000:]
     for output in outputs:
         assert f"resuming from the checkpoint of step {saved[0]}" in output

@@ -37,7 +37,8 @@ class Checkpointer:
     def __init__(self, directory: str, checkpoint_config):
         self.every_steps = checkpoint_config.every_steps
         self._manager = ocp.CheckpointManager(
-            directory,
+            # Orbax saves only to absolute paths; a relative --workdir is the user's cwd.
+            pathlib.Path(directory).absolute(),
             options=ocp.CheckpointManagerOptions(
                 max_to_keep=checkpoint_config.keep,
                 enable_async_checkpointing=checkpoint_config.async_save,
