@@ -250,3 +250,9 @@ def test_audio_normalisation_stays_as_set_without_statistics_to_take(trained_run
     state.resolve_audio_norm(config)
     assert (config.audio.norm_mean, config.audio.norm_std) == (-1.0, 2.0)
 
+
+
+def test_a_relative_workdir_saves_its_checkpoints(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    train.train_and_evaluate(_train_config(train__stop_after_steps=2), "run")
+    assert sorted(os.listdir(tmp_path / "run" / "checkpoints")) == ["2"]
