@@ -6,7 +6,7 @@ r"""Soak test of resumption: the quick demo killed at random moments ends as an 
 Runs `python -m vlsa_jax.main --config=configs/demo.py:quick=true` twice on one corpus:
 once uninterrupted (DIR/reference), once (DIR/soak) started again after each of
 `--kills` SIGKILLs and `--terms` SIGTERMs sent in a random order, each a random number of
-seconds after its start, then run to its end. Checkpoints every 20 steps and a retrieval
+seconds after that start's first step (compilation excluded), then run to its end. Checkpoints every 20 steps and a retrieval
 sweep every 50 make every moment of the loop a candidate (data, step, save, evaluation).
 It then compares every figure the two runs logged (metrics.jsonl, less the timings, and
 eval/<split>/metrics.json) and prints one line per interruption, the verdict, and a JSON
@@ -27,8 +27,10 @@ flags.DEFINE_string("workdir", None, "Where the corpus, both runs and the report
 flags.DEFINE_integer("kills", 5, "SIGKILLs to send.")
 flags.DEFINE_integer("terms", 2, "SIGTERMs to send.")
 flags.DEFINE_integer("seed", 0, "Seed of the order and the moments of the signals.")
-flags.DEFINE_float("min_delay", 25.0, "Shortest time from a start to its signal, seconds.")
-flags.DEFINE_float("max_delay", 75.0, "Longest time from a start to its signal, seconds.")
+flags.DEFINE_float("min_delay", 0.0, "Shortest time from a start's first step to its "
+                   "signal, seconds.")
+flags.DEFINE_float("max_delay", 30.0, "Longest time from a start's first step to its "
+                   "signal, seconds.")
 flags.mark_flag_as_required("workdir")
 
 _ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -64,6 +66,17 @@ def _figures(workdir: pathlib.Path) -> dict[str, float]:
     return figures
 
 
+def _wait_for_training(process, log_path: pathlib.Path, start: int) -> None:
+    """Returns once the run has compiled and taken its first step (or has ended), so
+    that the signal's delay counts training time, whatever the compilation took."""
+    while process.poll() is None:
+        with open(log_path, "rb") as log:
+            log.seek(start)
+            if b"compiled and ran step" in log.read():
+                return
+        time.sleep(0.5)
+
+
 def _run(command, log) -> int:
     return subprocess.run(command, cwd=_ROOT, stdout=log, stderr=subprocess.STDOUT).returncode
 
@@ -87,8 +100,11 @@ def main(argv):
         for number in signals:
             delay = rng.uniform(FLAGS.min_delay, FLAGS.max_delay)
             before = _latest_checkpoint(soak)
+            log.flush()
+            start = (root / "soak.log").stat().st_size
             process = subprocess.Popen(_command(soak, data_dir), cwd=_ROOT, stdout=log,
                                        stderr=subprocess.STDOUT)
+            _wait_for_training(process, root / "soak.log", start)
             try:
                 process.wait(timeout=delay)
             except subprocess.TimeoutExpired:
