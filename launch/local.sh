@@ -20,16 +20,8 @@ if [[ ${DRY_RUN:-0} == 0 ]]; then
   exec "${entry[@]}" "${flags[@]}"
 fi
 
-# Shell words, readably: plain words as they are, any other in single quotes.
-quoted() {
-  local arg words=()
-  for arg; do
-    if [[ $arg == "$(printf %q "$arg")" ]]; then words+=("$arg")
-    elif [[ $arg != *\'* ]]; then words+=("'$arg'")
-    else words+=("$(printf %q "$arg")"); fi
-  done
-  echo "${words[*]}"
-}
+# shellcheck source=launch/quoting.sh
+source "$(dirname "${BASH_SOURCE[0]}")/quoting.sh"
 
 arithmetic=$(python "$(dirname "${BASH_SOURCE[0]}")/dry_run.py" --hosts=1 \
   ${NUM_DEVICES:+"--devices_per_host=$NUM_DEVICES"} --host_kind="this machine" \

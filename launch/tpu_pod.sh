@@ -28,16 +28,8 @@ workdir=${3:?workdir}
 config=${4:-configs/pretrain.py}
 shift $(( $# >= 4 ? 4 : 3 ))
 
-# Shell words, readably: plain words as they are, any other in single quotes.
-quoted() {
-  local arg words=()
-  for arg; do
-    if [[ $arg == "$(printf %q "$arg")" ]]; then words+=("$arg")
-    elif [[ $arg != *\'* ]]; then words+=("'$arg'")
-    else words+=("$(printf %q "$arg")"); fi
-  done
-  echo "${words[*]}"
-}
+# shellcheck source=launch/quoting.sh
+source "$(dirname "${BASH_SOURCE[0]}")/quoting.sh"
 
 entry=(python -m vlsa_jax.main)
 flags=(--distributed --config="$config" --workdir="$workdir" --config.dtype=bfloat16 "$@")
