@@ -44,9 +44,6 @@ class Checkpointer:
                 enable_async_checkpointing=checkpoint_config.async_save,
                 create=True))
 
-    def latest_step(self) -> int | None:
-        return self._manager.latest_step()
-
     def save(self, step: int, state, source) -> None:
         """Saves `state` (a pytree of arrays) and `source.get_state()` at `step`."""
         self._manager.save(step, args=ocp.args.Composite(
