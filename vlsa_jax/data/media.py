@@ -3,16 +3,19 @@
 `decode_clip` turns one span of a media file into what a record stores: frames
 sampled uniformly over the span, and a fixed-length mono waveform centred on it.
 Both streams are demuxed in one pass over the container, and each stream stops
-being decoded as soon as it has what it needs. `spectrogram` turns the waveform
+being decoded as soon as it has what it needs. `decode_spans` does the same for
+many spans of one file (clips cut from a long video) in one pass for all of them. `spectrogram` turns the waveform
 into the model's [time, frequency] input (the config's `audio` section).
 
 Times are seconds from the start of the file (the container's start time), taken
 from each frame's timestamp (pts * time_base), so variable frame rates are sampled
 by time, not by frame index.
 """
+import collections
 import dataclasses
 import math
 import os
+from collections.abc import Iterator, Sequence
 
 import av
 import librosa
@@ -22,6 +25,11 @@ import numpy as np
 # signal (not its zero padding) at the window's edges, and a decoder that needs
 # pre-roll after a seek (Opus: 80 ms) has settled when the window starts.
 _AUDIO_MARGIN_S = 0.1
+# Spans further apart than this (from the last frame decoded to the next span's first
+# time) are reached by a seek to the key frame before the next span rather than by
+# decoding the gap: a seek costs at most a key frame interval of decoding, 1-10 s in
+# camera and web video.
+_SEEK_AHEAD_S = 5.0
 # Samples per resampled frame: few large frames cost less per sample than one per
 # decoded frame; the samples are the same.
 _RESAMPLED_FRAME_SIZE = 8192
@@ -66,7 +74,7 @@ def decode_clip(path, start: float | None = None, end: float | None = None, *,
                 num_frames: int, short_side: int, sample_rate: int, clip_samples: int,
                 need_video: bool = True, need_audio: bool = True,
                 missing_audio: str = "error", threads: int = 1) -> DecodedClip:
-    """Decodes the span [start, end] of a media file.
+    """Decodes the span [start, end] of a media file: `decode_spans` of that one span.
 
     The audio window (clip_samples long) is centred on the span's midpoint and takes
     whatever audio the file has there, also outside the span; where the file has
@@ -97,20 +105,66 @@ def decode_clip(path, start: float | None = None, end: float | None = None, *,
         needed stream or a decodable video frame, or the span lies outside it.
       ValueError: invalid arguments.
     """
+    [(_, clip)] = decode_spans(
+        path, [(start, end)], num_frames=num_frames, short_side=short_side,
+        sample_rate=sample_rate, clip_samples=clip_samples, need_video=need_video,
+        need_audio=need_audio, missing_audio=missing_audio, threads=threads)
+    if isinstance(clip, MediaError):
+        raise clip
+    return clip
+
+
+def decode_spans(path, spans: Sequence[tuple[float | None, float | None]], *,
+                 num_frames: int, short_side: int, sample_rate: int, clip_samples: int,
+                 need_video: bool = True, need_audio: bool = True,
+                 missing_audio: str = "error",
+                 threads: int = 1) -> Iterator[tuple[int, DecodedClip | MediaError]]:
+    """Decodes several spans of one media file in one pass over it.
+
+    Each span comes out as `decode_clip` would decode it alone, bit for bit, but the
+    file is demuxed and decoded once for all of them (spans may overlap): frames are
+    handed to the spans open at their time, and only the frames a span keeps are
+    resized. Between spans more than `_SEEK_AHEAD_S` apart the pass seeks instead of
+    decoding the gap. A span holds only what it keeps (its frames, its audio window),
+    and is yielded as soon as it is complete, so a long film is never held decoded.
+
+    Args:
+      path: the media file.
+      spans: (start, end) in seconds of each span, as `decode_clip` takes them.
+      num_frames, short_side, sample_rate, clip_samples, need_video, need_audio,
+        missing_audio, threads: as `decode_clip`, the same for every span.
+
+    Yields:
+      (index into `spans`, the decoded clip or the MediaError that says why that span
+      cannot be used) once for every span, in the order the spans are complete. A
+      file that cannot be used at all fails every span with the same reason; an error
+      in the middle of the file fails the spans being decoded at that moment, and the
+      pass goes on with the others.
+
+    Raises:
+      ValueError: invalid arguments (before anything is yielded).
+    """
     if missing_audio not in ("error", "silence"):
         raise ValueError(f"missing_audio={missing_audio!r} is not 'error' or 'silence'")
-    if start is not None and end is not None and end <= start:
-        raise ValueError(f"end ({end}) must be after start ({start})")
-    _check_file(path)
+    for start, end in spans:
+        if start is not None and end is not None and end <= start:
+            raise ValueError(f"end ({end}) must be after start ({start})")
+    yielded = set()
     try:
+        _check_file(path)
         with av.open(os.fspath(path)) as container:
-            return _decode(container, start, end, num_frames=num_frames,
-                           short_side=short_side, sample_rate=sample_rate,
-                           clip_samples=clip_samples, need_video=need_video,
-                           need_audio=need_audio, missing_audio=missing_audio,
-                           threads=threads)
-    except av.error.FFmpegError as error:
-        raise MediaError(f"truncated or corrupt file: {error}") from error
+            for index, clip in _decode(
+                    container, spans, num_frames=num_frames, short_side=short_side,
+                    sample_rate=sample_rate, clip_samples=clip_samples,
+                    need_video=need_video, need_audio=need_audio,
+                    missing_audio=missing_audio, threads=threads):
+                yielded.add(index)
+                yield index, clip
+    except (MediaError, av.error.FFmpegError) as error:  # the file as a whole
+        failure = _as_media_error(error)
+        for index in range(len(spans)):
+            if index not in yielded:
+                yield index, failure
 
 
 def _check_file(path) -> None:
@@ -120,52 +174,66 @@ def _check_file(path) -> None:
         raise MediaError("empty file")
 
 
-def _decode(container, start, end, *, num_frames, short_side, sample_rate, clip_samples,
-            need_video, need_audio, missing_audio, threads) -> DecodedClip:
+def _as_media_error(error: Exception) -> MediaError:
+    """A MediaError as is; an FFmpeg error as the MediaError of a corrupt file."""
+    if isinstance(error, MediaError):
+        return error
+    failure = MediaError(f"truncated or corrupt file: {error}")
+    failure.__cause__ = error
+    return failure
+
+
+def _decode(container, spans, *, num_frames, short_side, sample_rate, clip_samples,
+            need_video, need_audio, missing_audio, threads):
+    """decode_spans on an open container; raises MediaError if the file is unusable."""
     video = _first_stream(container.streams.video) if need_video else None
     audio = _first_stream(container.streams.audio) if need_audio else None
     if need_video and video is None:
         raise MediaError("no video stream")
     if need_audio and audio is None and missing_audio == "error":
         raise MediaError("no audio stream")
-    span_start, span_end = _span(container, start, end)
-
-    consumers = {}  # the video first: it is the stream to seek on
+    file_end = _file_end(container)
     if video is not None:
         video.thread_type = "AUTO"  # frame and slice threads, if more than one
         video.codec_context.thread_count = threads
-        consumers[video.index] = _FramePicker(
-            _segment_centres(span_start, span_end, num_frames), short_side,
-            video.sample_aspect_ratio, threads)
-    if audio is not None:
-        consumers[audio.index] = _AudioWindow(
-            (span_start + span_end) / 2, sample_rate, clip_samples)
-    if consumers:
-        decode_from = min(consumer.first_time for consumer in consumers.values())
-        origin = (container.start_time or 0) / av.time_base
-        _run(container, consumers, origin, max(decode_from, 0.0))
 
-    clip = DecodedClip(frames=None, frame_times=None, audio=None, audio_valid=None,
-                       duration=span_end - span_start)
-    if video is not None:
-        clip.frames, clip.frame_times, video_end = consumers[video.index].finish()
-        clip.duration = max(min(span_end, video_end) - span_start, 0.0)
-    if audio is not None:
-        clip.audio, clip.audio_valid = consumers[audio.index].finish()
-    elif need_audio:  # missing_audio == 'silence'
-        clip.audio, clip.audio_valid = np.zeros(clip_samples, np.float32), (0, 0)
-    return clip
+    decoded = []
+    for index, (start, end) in enumerate(spans):
+        try:
+            span_start, span_end = _span(file_end, start, end)
+        except MediaError as error:
+            yield index, error
+            continue
+        picker = window = None
+        if video is not None:
+            picker = _FramePicker(_segment_centres(span_start, span_end, num_frames),
+                                  short_side, video.sample_aspect_ratio, threads)
+        if audio is not None:
+            window = _AudioWindow((span_start + span_end) / 2, sample_rate, clip_samples)
+        decoded.append(_Span(index, span_start, span_end, picker, video, window, audio,
+                             silence=clip_samples if need_audio and audio is None else 0))
+    streams = [stream for stream in (video, audio) if stream is not None]
+    if streams:  # the video first: it is the stream to seek on
+        origin = (container.start_time or 0) / av.time_base
+        yield from _run(container, streams, decoded, origin)
+    else:
+        for span in decoded:
+            yield span.index, span.finish()
 
 
 def _first_stream(streams):
     return streams[0] if streams else None
 
 
-def _span(container, start: float | None, end: float | None) -> tuple[float, float]:
-    """[start, end] in seconds, clipped to the container's duration."""
+def _file_end(container) -> float:
+    """The container's duration in seconds."""
     if container.duration is None:
         raise MediaError("unknown duration")
-    file_end = container.duration / av.time_base
+    return container.duration / av.time_base
+
+
+def _span(file_end: float, start: float | None, end: float | None) -> tuple[float, float]:
+    """[start, end] in seconds, clipped to the file's duration."""
     span_start = max(start or 0.0, 0.0)
     span_end = file_end if end is None else min(end, file_end)
     if span_end <= span_start:
@@ -179,36 +247,121 @@ def _segment_centres(start: float, end: float, count: int) -> np.ndarray:
     return start + (np.arange(count) + 0.5) * (end - start) / count
 
 
-def _run(container, consumers: dict, origin: float, decode_from: float) -> None:
-    """Demuxes the consumers' streams once, feeding each its frames until it is done.
+class _Span:
+    """One span being decoded: its consumers (stream index -> `_FramePicker` or
+    `_AudioWindow`), and the clip they make."""
+
+    def __init__(self, index: int, start: float, end: float, picker, video, window, audio,
+                 silence: int):
+        self.index, self.start, self.end = index, start, end
+        self._picker, self._window = picker, window
+        self._silence = silence  # samples of silence for a file without audio, or 0
+        self.consumers = {}
+        if picker is not None:
+            self.consumers[video.index] = picker
+        if window is not None:
+            self.consumers[audio.index] = window
+        # Seconds: the first frame any consumer needs is not before it.
+        self.first_time = min((c.first_time for c in self.consumers.values()),
+                              default=0.0)
+
+    @property
+    def done(self) -> bool:
+        return all(consumer.done for consumer in self.consumers.values())
+
+    def finish(self) -> DecodedClip | MediaError:
+        """The clip, or the MediaError of a video without a decodable frame."""
+        clip = DecodedClip(frames=None, frame_times=None, audio=None, audio_valid=None,
+                           duration=self.end - self.start)
+        if self._picker is not None:
+            try:
+                clip.frames, clip.frame_times, video_end = self._picker.finish()
+            except (MediaError, av.error.FFmpegError) as error:
+                return _as_media_error(error)
+            clip.duration = max(min(self.end, video_end) - self.start, 0.0)
+        if self._window is not None:
+            clip.audio, clip.audio_valid = self._window.finish()
+        elif self._silence:  # missing_audio == 'silence'
+            clip.audio, clip.audio_valid = np.zeros(self._silence, np.float32), (0, 0)
+        return clip
+
+
+def _run(container, streams: list, spans: list[_Span], origin: float):
+    """Demuxes the streams once for all spans, feeding each span's consumers its frames.
+
+    The pass starts at the key frame before the earliest span's first time (or at the
+    start of the file) and decodes on. A span opens when a frame reaches its first
+    time (an audio frame by its end: the window takes a frame that ends in its
+    margin), is fed every frame of its streams from then on until its consumers are
+    done, and is yielded then; what precedes the times a consumer needs it skips, as
+    it would after a seek of its own. A stream that no open or waiting span needs is
+    no longer decoded. Where no span is open and the next one starts more than
+    `_SEEK_AHEAD_S` after the last frame decoded, the pass seeks to the key frame
+    before it instead of decoding the gap. At the end of the file, the spans still
+    waiting get the last frame of each stream, as a pass of their own would end.
+
+    An error while demuxing or decoding fails the open spans (or, if none is open,
+    the span the pass sought to); the pass then seeks to the next waiting span.
 
     Args:
       container: the open container.
-      consumers: stream index -> a consumer with `add(frame, time)` and `done`; the
-        first one's stream is the one to seek on.
+      streams: the streams to demux, the one to seek on first.
+      spans: the spans.
       origin: the container's start time in seconds; frame times are relative to it.
-      decode_from: seconds; the first frame any consumer needs is not before it.
+
+    Yields:
+      (span index, DecodedClip or MediaError) for every span.
     """
-    streams = [container.streams[index] for index in consumers]
-    if decode_from > 0:
-        # To the last key frame at or before decode_from; the consumers skip what
-        # precedes the times they need.
-        container.seek(int((origin + decode_from) / streams[0].time_base),
-                       stream=streams[0], backward=True)
-    pending = len(consumers)
-    for packet in container.demux(streams):
-        consumer = consumers[packet.stream.index]
-        if consumer.done:
-            continue
-        for frame in packet.decode():
-            if frame.time is None:
-                raise MediaError(f"{packet.stream.type} frames without timestamps")
-            consumer.add(frame, frame.time - origin)
-            if consumer.done:
-                pending -= 1
-                break
-        if not pending:
-            return
+    waiting = collections.deque(sorted(spans, key=lambda span: span.first_time))
+    first_pass = True
+    while waiting:
+        sought = waiting[0]  # the span this pass starts for
+        position = max(sought.first_time, 0.0)  # seconds reached
+        open_spans, last = [], {}  # last: stream index -> (frame, time)
+        try:
+            if position > 0 or not first_pass:
+                # To the last key frame at or before the span's first time.
+                container.seek(int((origin + position) / streams[0].time_base),
+                               stream=streams[0], backward=True)
+            first_pass = False
+            for packet in container.demux(streams):
+                index = packet.stream.index
+                if not waiting and all(span.consumers[index].done for span in open_spans):
+                    continue
+                for frame in packet.decode():
+                    if frame.time is None:
+                        raise MediaError(f"{packet.stream.type} frames without timestamps")
+                    time = frame.time - origin
+                    last[index] = (frame, time)
+                    position = max(position, time)
+                    reached = time + (frame.samples / frame.sample_rate
+                                      if packet.stream.type == "audio" else 0.0)
+                    while waiting and waiting[0].first_time <= reached:
+                        open_spans.append(waiting.popleft())
+                    for span in open_spans:
+                        consumer = span.consumers[index]
+                        if not consumer.done:
+                            consumer.add(frame, time)
+                for span in [span for span in open_spans if span.done]:
+                    open_spans.remove(span)
+                    yield span.index, span.finish()
+                if not open_spans and (
+                        not waiting or waiting[0].first_time > position + _SEEK_AHEAD_S):
+                    break
+            else:  # the end of the file
+                for span in waiting:
+                    for index, (frame, time) in last.items():
+                        span.consumers[index].add(frame, time)
+                open_spans += waiting
+                waiting.clear()
+        except (MediaError, av.error.FFmpegError) as error:
+            failed = open_spans or (
+                [waiting.popleft()] if waiting and waiting[0] is sought else [])
+            open_spans = []
+            for span in failed:
+                yield span.index, _as_media_error(error)
+        for span in open_spans:
+            yield span.index, span.finish()
 
 
 class _FramePicker:
