@@ -43,6 +43,14 @@ def test_fsdp_shards_the_parameters(tiny_rows):
     assert dp.alias_bytes > 0.9 * dp.output_bytes
 
 
+def test_fsdp_keeps_the_batch_split_through_the_model(tiny_rows):
+    dp, fsdp = tiny_rows
+    # Both hold one example a device. Unconstrained, XLA gathered the batch for each
+    # fsdp-sharded matmul: its temporaries were 1.9x dp's (5.6 against 2.9 MB), now
+    # below them (no replicated gradients).
+    assert fsdp.temp_bytes < dp.temp_bytes, (fsdp, dp)
+
+
 def test_table_and_json_carry_every_row(tiny_rows):
     table = plan.format_table(tiny_rows)
     assert table.count("\n| dp |") == table.count("\n| fsdp |") == 1

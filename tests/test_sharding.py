@@ -77,6 +77,36 @@ def test_global_batch_splits_rows_over_data_and_fsdp():
     assert blocks == {(0.0, 3.0), (6.0, 9.0), (12.0, 15.0), (18.0, 21.0)}
 
 
+def _constrained_sharding(mesh, shape, logical, rules=_RULES):
+    def pinned(x):
+        with sharding.activation_sharding(mesh, rules):
+            return sharding.constrain(x, logical)
+
+    x = jax.ShapeDtypeStruct(shape, np.float32, sharding=sharding.batch_sharding(mesh))
+    return jax.jit(pinned).lower(x).compile().output_shardings
+
+
+def test_activations_follow_the_batch_axes_and_the_parameters_rules():
+    mesh = mesh_of(load_config(), data=2, fsdp=2, tensor=2)
+    per_head = (sharding.BATCH, None, "heads", None)
+    assert _constrained_sharding(mesh, (8, 5, 4, 3), per_head).spec == P(
+        ("data", "fsdp"), None, "tensor")
+    hidden = (sharding.BATCH, None, "mlp")
+    assert _constrained_sharding(mesh, (8, 5, 6), hidden).spec == P(
+        ("data", "fsdp"), None, "tensor")
+    # Three heads over two devices: kept whole.
+    assert _constrained_sharding(mesh, (8, 5, 3, 3), per_head).spec == P(("data", "fsdp"))
+    # Rules without 'heads' leave the heads whole.
+    rules = (("embed", "fsdp"),)
+    assert _constrained_sharding(mesh, (8, 5, 4, 3), per_head, rules).spec == P(
+        ("data", "fsdp"))
+
+
+def test_constrain_is_the_identity_outside_activation_sharding():
+    x = jax.numpy.ones((4, 2))
+    assert sharding.constrain(x, (sharding.BATCH, None)) is x
+
+
 def test_fake_cpu_devices_are_counted_from_the_flag_or_the_config(monkeypatch):
     monkeypatch.setenv("XLA_FLAGS", "--foo --xla_force_host_platform_device_count=12")
     assert sharding.fake_cpu_device_count() == 12

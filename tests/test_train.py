@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests.helpers import load_config, mesh_of
-from vlsa_jax import sharding, state, train
+from vlsa_jax import plan, sharding, state, train
 from vlsa_jax.data import records
 from vlsa_jax.data import source as source_lib
 
@@ -51,8 +51,9 @@ def test_tiny_model_overfits_one_batch():
     assert min(losses[-20:]) < 0.5 * losses[0], (losses[0], losses[-20:])
 
 
-@pytest.mark.parametrize("layout", [dict(data=8), dict(data=2, fsdp=4)],
-                         ids=["data8", "data2_fsdp4"])
+@pytest.mark.parametrize("layout", [dict(data=8), dict(data=2, fsdp=4),
+                                    dict(data=2, fsdp=2, tensor=2)],
+                         ids=["data8", "data2_fsdp4", "data2_fsdp2_tensor2"])
 def test_sharded_steps_match_one_device(layout):
     config = _config()
     reference_state, reference_metrics = _run_steps(config, mesh_of(config, data=1), 2)
@@ -73,6 +74,30 @@ def test_fsdp_shards_parameters():
     adam_mu = training.state.abstract["opt_state"][1][0].mu
     assert (adam_mu["encoders"][0]["blocks"]["fc1"]["kernel"].sharding.spec
             == kernel.sharding.spec)
+
+
+def test_tensor_parallel_step_holds_half_of_each_head_and_mlp_split_parameter():
+    config = _config()
+    _, logical = state.model_structure(config)
+    rules = dict(config.mesh.logical_axis_rules)
+    # What each device should hold with tensor=2: half of every parameter that has an
+    # axis the rules put on 'tensor' (attention heads, MLP units, the vocabulary).
+    split = jax.tree.map(lambda spec: any(rules.get(name) == "tensor" for name in spec),
+                         logical, is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
+    held = {}
+    for tensor in (1, 2):
+        mesh = mesh_of(config, data=8 // tensor, tensor=tensor)
+        training = train.setup_training(config, mesh)
+        compiled = training.step.lower(training.state.abstract,
+                                       plan.abstract_batch(config, mesh)).compile()
+        shardings = compiled.input_shardings[0][0]["params"]
+        held[tensor] = jax.tree.map(
+            lambda x, s: np.prod(s.shard_shape(x.shape)) * x.dtype.itemsize,
+            training.state.abstract["params"], shardings)
+    expected = jax.tree.map(lambda full, halved: full // 2 if halved else full, held[1], split)
+    assert held[2] == expected
+    # Here 38% of the parameter bytes (the embeddings and positions are not split).
+    assert sum(jax.tree.leaves(held[2])) < 0.7 * sum(jax.tree.leaves(held[1]))
 
 
 def _train_config(**overrides):

@@ -3,8 +3,13 @@
 Parameters carry logical axis names ('embed', 'mlp', 'heads', 'vocab', 'layers', ...);
 `config.mesh.logical_axis_rules` maps each name onto a mesh axis or None. Batches
 are split over ('data', 'fsdp'): FSDP shards the batch like data parallelism and,
-in addition, the parameters and optimizer state.
+in addition, the parameters and optimizer state. Inside the model, `constrain` pins
+activations to the same layout (rows over the batch axes, attention heads and MLP
+units as their parameters), so that XLA neither gathers the batch onto every device
+nor guesses the tensor-parallel split.
 """
+import contextlib
+import contextvars
 import math
 import numbers
 import os
@@ -21,6 +26,8 @@ from vlsa_jax.config_lib import ConfigError
 
 MESH_AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")
+# The logical name of an activation's batch dimension (always over BATCH_AXES).
+BATCH = "batch"
 # Threads of XLA's CPU pool per fake CPU device (see enlarge_cpu_thread_pool).
 CPU_THREADS_PER_DEVICE = 8
 
@@ -115,23 +122,67 @@ def param_shardings(abstract_params, logical_specs, rules, mesh):
         if unknown:
             raise ConfigError("mesh.logical_axis_rules", f"no rule for logical axis "
                               f"{unknown[0]!r} (of parameter {jax.tree_util.keystr(path)})")
-        spec = list(flax_spmd.logical_to_mesh_axes(tuple(logical), rules))
-        spec += [None] * (len(x.shape) - len(spec))
-        for dim, axes in enumerate(spec):
-            size = math.prod(mesh.shape[a] for a in _axis_tuple(axes))
-            if x.shape[dim] % size:
-                logging.info("%s: dimension %d (%s, size %d) is not divisible over mesh "
-                             "axes %s (%d devices); left replicated",
-                             jax.tree_util.keystr(path), dim, logical[dim], x.shape[dim],
-                             axes, size)
-                spec[dim] = None
-        return NamedSharding(mesh, P(*spec))
+        spec, undivided = _mesh_spec(x.shape, logical, rules, mesh)
+        for dim in undivided:
+            logging.info("%s: dimension %d (%s, size %d) is not divisible over its mesh "
+                         "axes; left replicated", jax.tree_util.keystr(path), dim,
+                         logical[dim], x.shape[dim])
+        return NamedSharding(mesh, spec)
 
     return jax.tree_util.tree_map_with_path(shard, abstract_params, logical_specs)
 
 
+def _mesh_spec(shape, logical, rules, mesh) -> tuple[P, list[int]]:
+    """The PartitionSpec of an array from its logical axis names, and the dimensions
+    left replicated because their mesh axes do not divide them."""
+    spec = list(flax_spmd.logical_to_mesh_axes(tuple(logical), rules))
+    spec += [None] * (len(shape) - len(spec))
+    undivided = [dim for dim, axes in enumerate(spec)
+                 if shape[dim] % math.prod(mesh.shape[a] for a in _axis_tuple(axes))]
+    for dim in undivided:
+        spec[dim] = None
+    return P(*spec), undivided
+
+
 def _axis_tuple(axes) -> tuple[str, ...]:
     return () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
+
+
+# (mesh, rules) while a step is traced under `activation_sharding`; None otherwise.
+_ACTIVATION_LAYOUT = contextvars.ContextVar("activation_layout", default=None)
+
+
+@contextlib.contextmanager
+def activation_sharding(mesh, rules):
+    """Within it, `constrain` lays activations out on `mesh` by the parameters' `rules`.
+
+    Enter it inside the function being jitted: the constraints are placed as the step
+    is traced.
+    """
+    token = _ACTIVATION_LAYOUT.set((mesh, ((BATCH, BATCH_AXES), *rules)))
+    try:
+        yield
+    finally:
+        _ACTIVATION_LAYOUT.reset(token)
+
+
+def constrain(x: jax.Array, logical: tuple[str | None, ...]) -> jax.Array:
+    """`x` pinned to the mesh axes its logical names map onto, under `activation_sharding`.
+
+    Args:
+      x: an activation.
+      logical: a name per dimension: `BATCH`, a parameter axis name ('heads', 'mlp',
+        ...), or None (never split). A dimension its mesh axes do not divide stays whole.
+
+    Returns:
+      x, constrained; unchanged outside `activation_sharding` (one device, evaluation).
+    """
+    layout = _ACTIVATION_LAYOUT.get()
+    if layout is None:
+        return x
+    mesh, rules = layout
+    spec, _ = _mesh_spec(x.shape, logical, rules, mesh)
+    return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
 
 
 def batch_sharding(mesh) -> NamedSharding:

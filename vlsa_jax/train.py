@@ -4,7 +4,6 @@ Read top to bottom: config and logging -> mesh -> input -> model and optimizer,
 abstract -> shardings -> restore or sharded init -> the jitted step -> the loop.
 """
 import contextlib
-import functools
 import json
 import pathlib
 import signal
@@ -111,9 +110,13 @@ def setup_training(config: ml_collections.ConfigDict, mesh) -> Training:
     schedule = optimizer.learning_rate_schedule(config.optim, config.train.num_steps)
     graphdef, _ = state_lib.model_structure(config)
     sharded = state_lib.sharded_state(config, tx, mesh)
+    def step(state, batch):
+        with sharding.activation_sharding(mesh, config.mesh.logical_axis_rules):
+            return train_step(state, batch, graphdef=graphdef, tx=tx, schedule=schedule,
+                              config=config)
+
     step = jax.jit(
-        functools.partial(train_step, graphdef=graphdef, tx=tx, schedule=schedule,
-                          config=config),
+        step,
         in_shardings=(sharded.shardings, sharding.batch_sharding(mesh)),
         out_shardings=(sharded.shardings, sharding.replicated(mesh)),
         donate_argnums=0)

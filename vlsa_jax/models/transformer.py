@@ -1,13 +1,22 @@
 """Pre-LN transformer blocks and a layer stack run under `nnx.scan`.
 
 Every parameter carries logical axis names ('embed', 'mlp', 'heads', 'layers');
-`vlsa_jax.sharding` maps them onto the device mesh with the config's rules table.
+`vlsa_jax.sharding` maps them onto the device mesh with the config's rules table, and
+the activations between them onto the same axes (`sharding.constrain`).
 """
 import dataclasses
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
+
+from vlsa_jax.sharding import BATCH, constrain
+
+# Logical layouts of the activations: tokens [B, S, D], per-head [B, S, H, D/H],
+# MLP hidden units [B, S, mlp].
+_TOKENS = (BATCH, None, None)
+_PER_HEAD = (BATCH, None, "heads", None)
+_HIDDEN = (BATCH, None, "mlp")
 
 _REMAT_POLICIES = {
     "full": jax.checkpoint_policies.nothing_saveable,
@@ -71,11 +80,13 @@ class Attention(nnx.Module):
         Returns:
           [B, S, D].
         """
-        split = lambda t: t.reshape(*t.shape[:2], self.num_heads, -1)  # noqa: E731
+        def split(t):
+            return constrain(t.reshape(*t.shape[:2], self.num_heads, -1), _PER_HEAD)
+
         q, k, v = split(self.query(x)), split(self.key(x)), split(self.value(x))
         mask = None if valid is None else valid[:, None, None, :]
         y = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=self.impl)
-        return self.out(y.reshape(x.shape))
+        return self.out(constrain(y, _PER_HEAD).reshape(x.shape))
 
 
 class Block(nnx.Module):
@@ -89,8 +100,10 @@ class Block(nnx.Module):
         self.fc2 = dense(spec.mlp_dim, spec.width, ("mlp", "embed"), spec, rngs)
 
     def __call__(self, x, valid):
+        x = constrain(x, _TOKENS)
         x = x + self.attn(self.norm1(x), valid)
-        return x + self.fc2(jax.nn.gelu(self.fc1(self.norm2(x)), approximate=False))
+        hidden = constrain(jax.nn.gelu(self.fc1(self.norm2(x)), approximate=False), _HIDDEN)
+        return constrain(x + self.fc2(hidden), _TOKENS)
 
 
 class Stack(nnx.Module):
