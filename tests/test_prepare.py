@@ -1,5 +1,7 @@
 """Preparation: real media in, ArrayRecord shards and a manifest out; failures named, resumable,
 and inputs checked (changed inputs, empty splits, invalid captions and paths, missing files)."""
+import collections
+import csv
 import hashlib
 import logging
 import os
@@ -13,8 +15,10 @@ from array_record.python import array_record_module
 
 from tests.data_helpers import CAPTIONS, GOOD_CLIPS, prepared_split, write_corpus
 from tests.helpers import load_config
+from tests.media_fixtures import write_clip, write_truncated
 from vlsa_jax import cli
-from vlsa_jax.data import prepare, records
+from vlsa_jax.data import media, prepare, records
+from vlsa_jax.data.datasets import get_adapter
 
 
 def _read_all(split_dir, manifest):
@@ -208,6 +212,63 @@ def test_missing_audio_as_silence_is_an_explicit_option(tmp_path):
     assert "silent_film" not in {f["id"] for f in manifest.failures}
     record = _read_all(tmp_path / "out" / "train", manifest)["silent_film"]
     assert record.audio_valid == (0, 0)
+
+
+def test_spans_of_one_file_are_decoded_together_into_the_same_records(tmp_path, monkeypatch):
+    """Clips cut from one film: one decoding pass per film and shard, and the records
+    (bytes and order) and failures that each clip made alone gives."""
+    media_dir = tmp_path / "media"
+    media_dir.mkdir()
+    write_clip(media_dir / "film.mp4", seconds=12.0, fps=10, tone_hz=500.0)
+    write_clip(media_dir / "other.mp4", seconds=1.5)
+    write_truncated(media_dir / "broken.mp4")
+    clips = [("a_film", "film.mp4", 6.0, 8.0), ("b_other", "other.mp4", "", ""),
+             ("c_film", "film.mp4", 0.5, 2.5), ("d_film", "film.mp4", 2.0, 4.0),
+             ("e_broken", "broken.mp4", 0.0, 0.5), ("f_broken", "broken.mp4", 0.5, 1.0),
+             ("g_film", "film.mp4", 30.0, 31.0), ("h_film", "film.mp4", "", "")]
+    # The corpus's captions: a WordPiece needs a hundred tokens.
+    captions = "|".join(caption for texts in CAPTIONS.values() for caption in texts)
+    annotations = tmp_path / "annotations.csv"
+    with open(annotations, "w", newline="") as f:
+        csv.writer(f).writerows([("id", "path", "captions", "start", "end"),
+                                 *((name, path, captions, start, end)
+                                   for name, path, start, end in clips)])
+    decoded_files = []
+    decode_spans = media.decode_spans
+    monkeypatch.setattr(media, "decode_spans", lambda path, spans, **kwargs: (
+        decoded_files.append(os.path.basename(path)) or decode_spans(path, spans, **kwargs)))
+
+    config = load_config()
+    manifest = prepare.prepare_split(
+        config, "generic", str(annotations), str(media_dir), str(tmp_path / "out"), "train",
+        clips_per_shard=5, progress=False)
+    # Shard 0 holds a to e, shard 1 f to h.
+    assert decoded_files == ["film.mp4", "other.mp4", "broken.mp4", "broken.mp4", "film.mp4"]
+    assert {f["id"]: f["reason"].split(":")[0] for f in manifest.failures} == {
+        "e_broken": "truncated or corrupt file", "f_broken": "truncated or corrupt file",
+        "g_film": "span starts at 30.000 s, past the end of the file (12.000 s)"}
+
+    split_dir = tmp_path / "out" / "train"
+    written = []
+    for path in manifest.shard_paths(split_dir):
+        reader = array_record_module.ArrayRecordReader(path)
+        written += reader.read_all()
+        reader.close()
+    options = prepare.PrepareOptions.from_config(
+        config, media_dir, "avt", str(tmp_path / "out" / manifest.tokenizer["name_or_path"]),
+        "error")
+    tok = prepare.worker_tokenizer(options.tokenizer)
+    alone = []
+    for clip in sorted(get_adapter("generic").read(str(annotations), str(media_dir), "train"),
+                       key=lambda clip: clip.clip_id):
+        try:
+            record = prepare.make_record(clip, options, tok, collections.defaultdict(float))
+        except media.MediaError:
+            continue
+        alone.append(records.encode_record(record))
+    assert [records.decode_record(r).clip_id for r in written] == [
+        "a_film", "b_other", "c_film", "d_film", "h_film"]
+    assert written == alone
 
 
 def _run_cli(annotations, directory, *flags):

@@ -17,6 +17,7 @@ written, 2 when the inputs were refused (a missing file, a split without clips,
 changed inputs): then stderr holds one line, `error: ...` (`--debug` shows the
 traceback instead).
 """
+import collections
 import dataclasses
 import functools
 import glob
@@ -26,7 +27,7 @@ import os
 import pathlib
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import ml_collections
 import numpy as np
@@ -315,11 +316,9 @@ def _write_shard(job) -> int:
         # Uncompressed: JPEG frames and float16 spectrograms barely compress (4.5%),
         # and random reads then cost less than half as much.
         shard_path + ".tmp", "group_size:1,uncompressed")
-    for clip in clips:
-        try:
-            record = make_record(clip, options, tok, timings)
-        except media.MediaError as error:
-            failures.append({"id": clip.clip_id, "reason": str(error)})
+    for clip, record in _records_in_order(clips, options, tok, timings):
+        if isinstance(record, media.MediaError):
+            failures.append({"id": clip.clip_id, "reason": str(record)})
             continue
         if record.spectrogram is not None:
             values = record.spectrogram.astype(np.float64)
@@ -339,6 +338,28 @@ def _write_shard(job) -> int:
     return len(clips)
 
 
+def _records_in_order(clips: Sequence[ClipAnnotation], options: PrepareOptions, tok,
+                      timings: dict[str, float]):
+    """(clip, its record or the MediaError of its failure) for each clip, in order.
+
+    Clips that cut spans from one media file (the same path) are made together by
+    `make_records`, which decodes the file once, when the first of them comes up; the
+    records of the others wait for their turn as records (JPEG frames), not as
+    decoded frames.
+    """
+    by_path = collections.defaultdict(list)
+    for index, clip in enumerate(clips):
+        by_path[clip.path].append(index)
+    made = {}  # index into clips -> record or MediaError, made ahead of its turn
+    for index, clip in enumerate(clips):
+        if index not in made:
+            group = by_path[clip.path]
+            for position, result in make_records([clips[i] for i in group], options, tok,
+                                                 timings):
+                made[group[position]] = result
+        yield clip, made.pop(index)
+
+
 def make_record(clip: ClipAnnotation, options: PrepareOptions, tok,
                 timings: dict[str, float]) -> records.ClipRecord:
     """Decodes one clip into a record; adds each stage's seconds to `timings`.
@@ -348,21 +369,80 @@ def make_record(clip: ClipAnnotation, options: PrepareOptions, tok,
         caption that is not UTF-8 under caption_errors='strict', an id or path that
         is not UTF-8, or a path that leads out of the media folder.
     """
-    path = _media_path(clip, options)
-    captions = _checked_captions(clip, options.caption_errors)
-    if captions != clip.captions:
-        logging.warning("%s: %s; replaced with U+FFFD (caption_errors=replace)", clip.clip_id,
-                        "; ".join(_utf8_errors(clip.captions)))
+    [(_, record)] = make_records([clip], options, tok, timings)
+    if isinstance(record, media.MediaError):
+        raise record
+    return record
+
+
+def make_records(clips: Sequence[ClipAnnotation], options: PrepareOptions, tok,
+                 timings: dict[str, float]
+                 ) -> Iterator[tuple[int, records.ClipRecord | media.MediaError]]:
+    """Records of clips that cut spans from one media file, decoding the file once.
+
+    Each record is the one `make_record` makes of its clip alone; the file is decoded
+    in one pass for all of them (media.decode_spans). Adds each stage's seconds to
+    `timings`.
+
+    Args:
+      clips: clips with the same `path`.
+      options, tok, timings: as `make_record`.
+
+    Yields:
+      (index into clips, its record or the MediaError that says why it cannot be
+      used, as make_record raises it), once for every clip, as they are made.
+
+    Raises:
+      ValueError: the clips do not share one path.
+    """
+    if len({clip.path for clip in clips}) > 1:
+        raise ValueError(f"clips of several media files: {sorted({c.path for c in clips})}")
+    usable = []  # (index, clip, checked captions)
+    for index, clip in enumerate(clips):
+        try:
+            path = _media_path(clip, options)
+            captions = _checked_captions(clip, options.caption_errors)
+        except media.MediaError as error:
+            yield index, error
+            continue
+        if captions != clip.captions:
+            logging.warning("%s: %s; replaced with U+FFFD (caption_errors=replace)",
+                            clip.clip_id, "; ".join(_utf8_errors(clip.captions)))
+        usable.append((index, clip, captions))
+    if not usable:
+        return
     audio_config = ml_collections.ConfigDict(options.audio)
+    spans = media.decode_spans(
+        str(path), [(clip.start, clip.end) for _, clip, _ in usable],
+        num_frames=options.stored_frames, short_side=options.stored_short_side,
+        sample_rate=audio_config.sample_rate, clip_samples=audio_config.clip_samples,
+        need_video="v" in options.modalities, need_audio="a" in options.modalities,
+        missing_audio=options.missing_audio)
+    for position, decoded in _timed(spans, timings, "decode"):
+        index, clip, captions = usable[position]
+        if isinstance(decoded, media.MediaError):
+            yield index, decoded
+        else:
+            yield index, _record(clip, captions, decoded, options, audio_config, tok, timings)
 
-    start = time.perf_counter()
-    decoded = media.decode_clip(
-        str(path), clip.start, clip.end, num_frames=options.stored_frames,
-        short_side=options.stored_short_side, sample_rate=audio_config.sample_rate,
-        clip_samples=audio_config.clip_samples, need_video="v" in options.modalities,
-        need_audio="a" in options.modalities, missing_audio=options.missing_audio)
-    timings["decode"] += time.perf_counter() - start
 
+def _timed(iterator: Iterator, timings: dict[str, float], stage: str) -> Iterator:
+    """Yields what `iterator` yields, adding the seconds spent in it to timings[stage]."""
+    while True:
+        start = time.perf_counter()
+        try:
+            item = next(iterator)
+        except StopIteration:
+            return
+        finally:
+            timings[stage] += time.perf_counter() - start
+        yield item
+
+
+def _record(clip: ClipAnnotation, captions: tuple[str, ...], decoded: media.DecodedClip,
+            options: PrepareOptions, audio_config, tok,
+            timings: dict[str, float]) -> records.ClipRecord:
+    """The record of a decoded clip: spectrogram, JPEG frames and token ids."""
     start = time.perf_counter()
     spectrogram = None
     if "a" in options.modalities and decoded.audio is not None:
