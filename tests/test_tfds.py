@@ -120,9 +120,14 @@ def _records(built, name, split):
 def test_msrvtt_splits_hold_the_decodable_clips(built):
     info = tfds.builder(f"msrvtt_records/{CONFIG_NAME}", data_dir=built.data_dir).info
     # 'val' has no videos here, and TFDS cannot hold an empty split.
-    assert set(info.splits) == {"train", "test", "1k-A"}
+    assert set(info.splits) == {"train", "test", "1k-A", "9k"}
     assert sorted(_records(built, "msrvtt_records", "train")) == ["video0", "video1"]
     assert list(_records(built, "msrvtt_records", "1k-A")) == ["video2"]
+    # 9k: the JSON's videos outside the 1k-A list (video3 cannot be decoded), with all
+    # their captions, from every official split.
+    nine_k = _records(built, "msrvtt_records", "9k")
+    assert sorted(nine_k) == ["video0", "video1"]
+    assert nine_k["video0"].captions == MSRVTT_VIDEOS["video0"][1]
     test = _records(built, "msrvtt_records", "test")["video2"]
     config = built.config
     assert test.captions == MSRVTT_VIDEOS["video2"][1]
@@ -135,9 +140,32 @@ def test_msrvtt_splits_hold_the_decodable_clips(built):
                       "stored_short_side": config.video.stored_short_side}
 
 
+@pytest.mark.parametrize("files, splits", [
+    (["videodatainfo.json", "MSRVTT_JSFUSION_test.csv"], {"1k-A", "9k"}),
+    (["videodatainfo.json", "MSRVTT_train.9k.csv"], {"9k"}),
+    (["train_val_videodatainfo.json", "test_videodatainfo.json", "MSRVTT_train.9k.csv",
+      "MSRVTT_JSFUSION_test.csv"], {"1k-A", "9k"}),
+    # 2017's files hold test videos beyond the 10,000: 9k needs the list there.
+    (["train_val_videodatainfo.json", "test_videodatainfo.json",
+      "MSRVTT_JSFUSION_test.csv"], {"1k-A"}),
+    (["videodatainfo.json"], set()),
+])
+def test_msrvtt_splits_beside_the_official_ones(built, tmp_path, files, splits):
+    for name in files:
+        (tmp_path / name).touch()
+    builder = MsrvttRecords(data_dir=tmp_path / "data",
+                            config=RecordsConfig(name=CONFIG_NAME, run_config=built.config))
+    found = builder._annotation_files(str(tmp_path))
+    assert found.keys() == {"train", "val", "test"} | splits
+    if "9k" in splits:
+        assert found["9k"] == str(tmp_path)  # the adapter reads 9k from the folder
+
+
 def test_undecodable_clip_is_skipped_and_logged(built):
-    skipped = [m for m in built.warnings if "video3" in m]
-    assert len(skipped) == 1 and "skipped" in skipped[0]
+    skipped = sorted(m for m in built.warnings if "video3" in m)
+    # Once in each split that holds it.
+    assert [m.split(": skipped")[0] for m in skipped] == ["msrvtt_records/9k",
+                                                           "msrvtt_records/train"], skipped
     assert "video3" not in _records(built, "msrvtt_records", "train")
 
 

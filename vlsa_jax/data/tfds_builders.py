@@ -181,18 +181,23 @@ class _ClipRecordsBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
 
 
 class MsrvttRecords(_ClipRecordsBuilder):
-    """MSR-VTT: splits train, val and test, and 1k-A when the JSFusion list is given."""
+    """MSR-VTT: splits train, val and test; 1k-A and 9k when the JSFusion list is given."""
 
     DATASET = msrvtt.NAME
     MEDIA_DIR = "videos"
     HOMEPAGE = ("https://www.microsoft.com/en-us/research/publication/msr-vtt-a-large-video-"
                 "description-dataset-for-bridging-video-and-language/")
     JSFUSION_FILE = "MSRVTT_JSFUSION_test.csv"
+    TRAIN_9K_FILE = msrvtt.TRAIN_9K_FILE
     MANUAL_DOWNLOAD_INSTRUCTIONS = f"""\
     The manual directory holds MSR-VTT's annotations and videos:
       videodatainfo.json (MSR-VTT 2016), or train_val_videodatainfo.json and
         test_videodatainfo.json (2017): splits train, val and test;
-      {JSFUSION_FILE} (optional): the JSFusion 1k-A test list, split 1k-A;
+      {JSFUSION_FILE} (optional): the JSFusion 1k-A test list, split 1k-A, and
+        the 9k training split: the 10,000 videos of videodatainfo.json (2016) less
+        the 1k-A list, all their captions;
+      {TRAIN_9K_FILE} (optional): the 9k training list (column video_id),
+        which split 9k then holds instead;
       {MEDIA_DIR}/<video_id>.mp4: the videos.
     """
 
@@ -202,6 +207,15 @@ class MsrvttRecords(_ClipRecordsBuilder):
         jsfusion = os.path.join(manual_dir, self.JSFUSION_FILE)
         if os.path.isfile(jsfusion):
             files["1k-A"] = jsfusion
+        # 9k is the 9k list's videos, or MSR-VTT 2016's outside the 1k-A list (2017's
+        # files hold test videos beyond the 10,000, so there it needs the list).
+        listed = os.path.isfile(os.path.join(manual_dir, self.TRAIN_9K_FILE))
+        from_2016 = os.path.isfile(os.path.join(manual_dir, msrvtt._COMBINED_FILE))
+        if listed or ("1k-A" in files and from_2016):
+            files["9k"] = manual_dir
+        elif "1k-A" in files:
+            logging.warning("%s: split 9k left out: it needs %s or MSR-VTT 2016's %s in %s",
+                            self.name, self.TRAIN_9K_FILE, msrvtt._COMBINED_FILE, manual_dir)
         return files
 
 
