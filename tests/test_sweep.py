@@ -3,12 +3,15 @@ import json
 import os
 import pathlib
 import re
+import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from tests.helpers import load_config
+from vlsa_jax import average_seeds
 from vlsa_jax.demo import sweep
 from vlsa_jax.config_validation import ConfigError, validate_config
 
@@ -25,6 +28,19 @@ def _demo_config():
     config = load_config("demo.py", DEMO_ARG)
     config.demo.workers = 1
     return config
+
+
+@pytest.fixture(scope="module")
+def demo_data(tmp_path_factory):
+    """DIR/data of the smallest demo, generated and prepared once for the real sweeps."""
+    workdir = tmp_path_factory.mktemp("sweep_data")
+    sweep.configure_sweep(_demo_config(), workdir)
+    return workdir / "data"
+
+
+def _copy_corpus(demo_data, workdir):
+    """Puts the prepared corpus where a sweep into `workdir` finds and reuses it."""
+    shutil.copytree(demo_data, workdir / "data")
 
 
 def _flat(config) -> dict:
@@ -86,6 +102,41 @@ def test_markdown_table_from_fake_results():
     assert lines[-1] == "Command: `python -m vlsa_jax.demo.sweep --grid=table5`"
 
 
+def test_markdown_table_over_seeds_with_fine_tuning():
+    def summary(values):
+        mean, std = average_seeds.mean_and_std(values)
+        return {"mean": mean, "std": std, "values": values}
+
+    scores = {"t2v/R@1": summary([12.5, 25.0]), "t2a/R@1": summary([50.0, 50.0])}
+    record = {
+        "grid": "table5", "title": "paper Table 5", "command": "cmd", "steps": 200,
+        "seeds": [0, 1], "corpus": {"num_train": 256, "num_test": 32},
+        "finetune": {"steps": 100, "lr": 1e-3},
+        "rows": {"gam": {"seconds": 30.0, "test": scores,
+                         "finetuned": {"seconds": 6.0, "test": {"t2v/R@1": summary([50.0,
+                                                                                    75.0])}}}}}
+    lines = sweep.format_markdown(record).splitlines()
+    assert lines[0] == "# table5: 200 steps, SyncShapes 256 training / 32 test clips, seeds 0, 1"
+    assert lines[2] == ("Paper Table 5. Recall in percent on the test split; chance R@1 is 3.1. "
+                        "FT: after 100 steps of retrieval fine-tuning on the training clips "
+                        "(lr 0.001); minutes include them. Mean ± sample std (ddof=1) over "
+                        "the 2 seeds; minutes per seed.")
+    assert lines[4] == ("| row | T→V R@1 | R@5 | R@10 | T→A R@1 | R@5 | R@10 | V→A R@1 "
+                        "| FT T→V R@1 | R@5 | R@10 | FT T→A R@1 | R@5 | R@10 | FT V→A R@1 "
+                        "| minutes |")
+    assert lines[5] == "|---|" + "---:|" * 15
+    assert lines[6] == ("| gam | 18.8 ± 8.8 | – | – | 50.0 ± 0.0 | – | – | – "
+                        "| 62.5 ± 17.7 | – | – | – | – | – | – | 0.6 |")
+
+
+@pytest.mark.parametrize("seeds", [["0", "x"], ["1", "1"], ["-1"], []])
+def test_bad_seeds_are_refused_in_one_line(seeds):
+    with pytest.raises(ValueError, match=r"^--seeds=.*: give distinct non-negative integers, "
+                       r"e\.g\. --seeds=0,1,2$"):
+        sweep.parse_seeds(seeds)
+    assert sweep.parse_seeds(["2", "0"]) == [2, 0]
+
+
 class _FakeRuns:
     """Stands in for training and scoring: counts the calls, writes what they would."""
 
@@ -98,9 +149,13 @@ class _FakeRuns:
         monkeypatch.setattr(sweep, "score_params", self.score_params)
 
     def train(self, config, workdir):
-        self.calls.append(("train", pathlib.Path(workdir).name))
-        pathlib.Path(workdir).mkdir(parents=True, exist_ok=True)
-        (pathlib.Path(workdir) / "config.json").write_text(json.dumps(config.to_dict()))
+        workdir = pathlib.Path(workdir)
+        name = workdir.name if workdir.name != sweep.FINETUNE_DIR else (
+            f"{workdir.parent.name}/{workdir.name}")
+        self.calls.append(("train", name) if not self.with_seeds else
+                          ("train", name, config.seed, config.init.checkpoint))
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "config.json").write_text(json.dumps(config.to_dict()))
         return {"step": config.train.num_steps, "params": "trained"}
 
     def initial_params(self, config):
@@ -110,7 +165,11 @@ class _FakeRuns:
     def score_params(self, config, params, step, row_dir):
         out = row_dir / "eval" / "test"
         out.mkdir(parents=True, exist_ok=True)
-        (out / "metrics.json").write_text(json.dumps({"step": step} | _fake_scores(step)))
+        # Scores that differ from seed to seed, and fine-tuned from zero-shot.
+        r1 = step + 7 * config.seed + (0.5 if config.eval.protocol == "fine_tuned" else 0)
+        (out / "metrics.json").write_text(json.dumps({"step": step} | _fake_scores(r1)))
+
+    with_seeds = False
 
 
 @pytest.mark.slow
@@ -147,9 +206,10 @@ def test_finished_rows_are_reused_and_unfinished_ones_run(tmp_path, monkeypatch)
 
 
 @pytest.mark.slow
-def test_two_rows_of_table5_for_real_then_from_the_command_line(tmp_path):
+def test_two_rows_of_table5_for_real_then_from_the_command_line(demo_data, tmp_path):
     # In process, on the 8 fake devices: test_demo.py's programs are compiled already.
     config = _demo_config()
+    _copy_corpus(demo_data, tmp_path)
     record = sweep.run_grid(config, "table5", tmp_path, ["none", "lpmm+gam"], command="cmd")
     assert [(name, row["step"]) for name, row in record["rows"].items()] == [
         ("none", 0), ("lpmm+gam", 2)]
@@ -181,3 +241,100 @@ def test_two_rows_of_table5_for_real_then_from_the_command_line(tmp_path):
     assert table.splitlines()[-1].endswith(f"--rows=none,lpmm+gam --workdir={tmp_path}`")
     again = json.loads((tmp_path / "table5.json").read_text())
     assert again["rows"] == record["rows"]
+
+
+@pytest.mark.slow
+def test_seeds_and_fine_tuning_with_fake_runs(tmp_path, monkeypatch):
+    runs = _FakeRuns(monkeypatch, tmp_path / "records")
+    runs.with_seeds = True
+    config = _demo_config()
+    record = sweep.run_grid(config, "table5", tmp_path, ["none", "gam"], "cmd", seeds=[0, 1],
+                            finetune_steps=3)
+    grid_dir = tmp_path / "table5"
+    # Each seed's rows in their own folder; each row fine-tuned in its own, from its
+    # final weights (the untrained row from its initialisation).
+    assert runs.calls == [
+        ("init", None), ("train", "none/finetune", 0, ""),
+        ("train", "gam", 0, ""), ("train", "gam/finetune", 0, str(grid_dir / "seed0" / "gam")),
+        ("init", None), ("train", "none/finetune", 1, ""),
+        ("train", "gam", 1, ""), ("train", "gam/finetune", 1, str(grid_dir / "seed1" / "gam"))]
+    assert record["seeds"] == [0, 1] and "seed" not in record
+    assert record["finetune"] == {"steps": 3, "lr": sweep.FINETUNE_LR}
+    finetuned = json.loads((grid_dir / "seed1" / "gam" / "finetune" / "config.json").read_text())
+    assert finetuned["loss"]["lpmm"] is False and finetuned["loss"]["vtm"] is True
+    assert finetuned["train"]["num_steps"] == 3
+    assert finetuned["seed"] == finetuned["data"]["shuffle_seed"] == 1
+
+    # The mean and std of every score are those of the seeds' metrics.json files.
+    for name in ("none", "gam"):
+        row = record["rows"][name]
+        for sub, scored in (("", row), ("finetune", row["finetuned"])):
+            runs_metrics = [json.loads((grid_dir / f"seed{seed}" / name / sub / "eval" /
+                                        "test" / "metrics.json").read_text())
+                            for seed in (0, 1)]
+            for key in ("t2v/R@1", "t2a/R@10", "v2a/R@5"):
+                values = np.array([m[key] for m in runs_metrics])
+                assert scored["test"][key]["values"] == values.tolist()
+                assert scored["test"][key]["mean"] == pytest.approx(values.mean())
+                assert scored["test"][key]["std"] == pytest.approx(values.std(ddof=1))
+        assert row["finetuned"]["test"]["t2v/R@1"]["mean"] != row["test"]["t2v/R@1"]["mean"]
+        assert row["seeds"]["1"]["finetuned"]["step"] == 3
+    # gam's fake R@1: step + 1 + 7 * seed, + 0.5 fine-tuned (pre-trained 2 steps, then 3).
+    assert record["rows"]["gam"]["test"]["t2v/R@1"]["values"] == [3, 10]
+    table = (tmp_path / "table5.md").read_text()
+    assert "| gam | 6.5 ± 4.9 | 10.5 ± 4.9 |" in table
+    assert "| 8.0 ± 4.9 | 12.0 ± 4.9 |" in table  # gam's fine-tuned T→V R@1, R@5
+
+    # A second sweep reuses all of it; one seed keeps its own layout beside them.
+    runs.calls.clear()
+    again = sweep.run_grid(config, "table5", tmp_path, ["none", "gam"], seeds=[0, 1],
+                           finetune_steps=3)
+    assert runs.calls == [] and again["rows"] == record["rows"]
+    single = sweep.run_grid(config, "table5", tmp_path, ["gam"], seeds=[1])
+    assert runs.calls == [("train", "gam", 1, "")]
+    assert single["seed"] == 1 and (grid_dir / "gam" / "eval").exists()
+    # A fine-tuning interrupted (no results of its final step) runs again, alone.
+    runs.calls.clear()
+    (grid_dir / "seed1" / "gam" / "finetune" / "eval" / "test" / "metrics.json").unlink()
+    sweep.run_grid(config, "table5", tmp_path, ["none", "gam"], seeds=[0, 1], finetune_steps=3)
+    assert runs.calls == [("train", "gam/finetune", 1, str(grid_dir / "seed1" / "gam"))]
+
+
+@pytest.mark.slow
+def test_table5_over_two_seeds_fine_tuned_for_real(demo_data, tmp_path):
+    config = _demo_config()
+    _copy_corpus(demo_data, tmp_path)
+    record = sweep.run_grid(config, "table5", tmp_path, ["lpmm+gam"], "cmd", seeds=[0, 1],
+                            finetune_steps=2)
+    row = record["rows"]["lpmm+gam"]
+    per_seed = {}
+    for seed in (0, 1):
+        row_dir = tmp_path / "table5" / f"seed{seed}" / "lpmm+gam"
+        zero_shot, finetuned = (json.loads((d / "eval" / "test" / "metrics.json").read_text())
+                                for d in (row_dir, row_dir / "finetune"))
+        assert (zero_shot["protocol"], finetuned["protocol"]) == ("zero_shot", "fine_tuned")
+        assert (zero_shot["step"], finetuned["step"]) == (2, 2)
+        assert os.listdir(row_dir / "finetune" / "checkpoints") == ["2"]
+        scores = [k for k in zero_shot if re.fullmatch(r"(t2v|t2a|v2a)/(R@\d+|MnR)", k)]
+        assert any(zero_shot[k] != finetuned[k] for k in scores), scores
+        per_seed[seed] = zero_shot, finetuned
+    # Mean and sample std of each score over the seeds, as NumPy computes them.
+    for i, scored in enumerate((row, row["finetuned"])):
+        for key in ("t2v/R@1", "t2v/R@10", "t2a/R@5", "v2a/R@1", "t2a/MnR"):
+            values = np.array([per_seed[seed][i][key] for seed in (0, 1)])
+            assert scored["test"][key]["mean"] == pytest.approx(values.mean())
+            assert scored["test"][key]["std"] == pytest.approx(values.std(ddof=1))
+    cell = r"\d+\.\d ± \d+\.\d"
+    table = (tmp_path / "table5.md").read_text()
+    assert re.search(rf"^\| lpmm\+gam (\| {cell} ){{14}}\| \d+\.\d \|$", table, re.MULTILINE), table
+
+    # A bad --seeds stops the command in one line, before any work.
+    command = [sys.executable, "-m", "vlsa_jax.demo.sweep", f"--config=configs/demo.py:{DEMO_ARG}",
+               "--grid=table5", "--seeds=0,x", f"--workdir={tmp_path / 'bad'}"]
+    result = subprocess.run(command, cwd=ROOT, env=dict(os.environ, JAX_PLATFORMS="cpu"),
+                            capture_output=True, text=True, check=False)
+    errors = [x for x in result.stderr.splitlines() if not x.startswith(("I", "W"))]
+    assert result.returncode == 2 and errors == [
+        "error: ValueError: --seeds=0,x: give distinct non-negative integers, e.g. "
+        "--seeds=0,1,2"], result.stderr[-1500:]
+    assert not (tmp_path / "bad").exists()

@@ -4,6 +4,8 @@ r"""The paper's ablations in miniature: one grid of runs on the demo corpus, one
     python -m vlsa_jax.demo.sweep --config=configs/demo.py --grid=modalities --workdir=DIR
     python -m vlsa_jax.demo.sweep --config=configs/demo.py:steps=300 --grid=decoder \
         --rows=avt,none --config.optim.lr=5e-4 --workdir=DIR
+    python -m vlsa_jax.demo.sweep --config=configs/demo.py:quick=true --grid=table5 \
+        --seeds=0,1,2 --finetune_steps=100 --workdir=DIR
 
 Grids (`GRIDS`): `table5`, the pre-training objectives of the paper's Table 5 (`none`
 is the randomly initialised model, evaluated untrained); `modalities`, which
@@ -16,9 +18,24 @@ under DIR/data. Row R of grid G trains in DIR/G/R/ and is scored on the test spl
 only: no export, no pictures. DIR/G.md holds the table (T->V and T->A R@1/5/10,
 V->A R@1, minutes per row, the command line) and DIR/G.json the raw numbers.
 
+`--finetune_steps=N` (default 0: off) also fine-tunes every row, as the paper scores
+Table 5, in DIR/G/R/finetune/: N steps of retrieval fine-tuning on the demo's train
+split from the row's final weights (the untrained row from its initialisation), with
+the contrastive loss of every scored pair and a fresh optimizer (`finetune_config`).
+The table then has the fine-tuned scores (FT) beside the zero-shot ones, and the
+minutes are those of both runs.
+
+`--seeds=0,1,2` runs every row once per seed S, with `config.seed` (initialisation,
+augmentation) and `config.data.shuffle_seed` (the order of the data) set to S as
+docs/REPRODUCE.md's seeds are; the corpus is the same. Seed S's rows go to
+DIR/G/seedS/R/, and the table gives each score as the mean ± sample std (ddof=1, by
+`vlsa_jax.average_seeds`) over the seeds; DIR/G.json keeps every seed's numbers. One
+seed keeps the single-run table and DIR/G/R/; without `--seeds`, the config's seeds.
+
 A row whose DIR/G/R/eval/test/metrics.json is of its final step is reused, not run
 again, so an interrupted sweep resumes (and an interrupted row resumes from its
-checkpoint); its minutes are those of the run that finished it. A finished row
+checkpoint); its minutes are those of the run that finished it. The same holds of a
+row's fine-tuning in DIR/G/R/finetune/ and of each seed's rows. A finished row
 trained with another config is an error rather than a silent mix of two sweeps.
 The sweep is one process, on the devices it sees.
 """
@@ -29,6 +46,7 @@ import pathlib
 import shlex
 import sys
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -36,7 +54,7 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from vlsa_jax import cli, evaluate, sharding, state, train
+from vlsa_jax import average_seeds, cli, evaluate, sharding, state, train
 from vlsa_jax.demo import run as demo
 from vlsa_jax.config_validation import validate_config
 from vlsa_jax.models.vlsa import GROUPINGS
@@ -49,6 +67,10 @@ ROW_RECORD = "sweep_row.json"
 _COLUMNS = (("T→V R@1", "t2v/R@1"), ("R@5", "t2v/R@5"), ("R@10", "t2v/R@10"),
             ("T→A R@1", "t2a/R@1"), ("R@5", "t2a/R@5"), ("R@10", "t2a/R@10"),
             ("V→A R@1", "v2a/R@1"))
+# A row's fine-tuning runs in this folder of the row's directory (`--finetune_steps`).
+FINETUNE_DIR = "finetune"
+# Fine-tuning's learning rate, with 10% warmup: configs/finetune.py's for a tiny model.
+FINETUNE_LR = 1e-3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,6 +126,60 @@ def row_config(config: ml_collections.ConfigDict, row: Row) -> ml_collections.Co
     config = copy.deepcopy(config)
     config.update_from_flattened_dict(dict(row.overrides))
     return config
+
+
+def finetune_config(config: ml_collections.ConfigDict, steps: int,
+                    init: pathlib.Path | None) -> ml_collections.ConfigDict:
+    """A copy of a row's `config` that fine-tunes it for retrieval, as configs/finetune.py does.
+
+    The symmetric contrastive loss of every pair the sweep scores (GAM's audio-video and
+    audio-text, VTM's video-text; the demo's reversed-video negatives stay) on the
+    pooled embeddings of unmasked inputs, with no masked modelling and no matching
+    head, whatever the row pre-trained with; a fresh optimizer at `FINETUNE_LR` with
+    10% warmup, `steps` steps on the same train split, scored once at the end.
+
+    Args:
+      config: the row's config (`row_config`).
+      steps: fine-tuning steps.
+      init: the row's pre-training workdir, whose final weights fine-tuning starts
+        from; None: a random initialisation of `config.seed` (the untrained row).
+    """
+    config = copy.deepcopy(config)
+    config.loss.lpmm = False
+    config.loss.gam = config.loss.vtm = True
+    config.loss.matching = False
+    config.loss.lambda_global = 1.0
+    config.gam.masked_inputs = False
+    config.train.num_steps = steps
+    config.optim.lr = FINETUNE_LR
+    config.optim.warmup_steps = max(steps // 10, 1)
+    config.eval.protocol = "fine_tuned"
+    config.eval.every_steps = 0  # scored by the sweep, at the end
+    config.init.checkpoint = str(init) if init else ""
+    # Always the row's own folder: where the sweep lives, not what the results are.
+    config.result_neutral_fields += ("init.checkpoint",)
+    return config
+
+
+# Fine-tuning as a row: trained from step 0 to its own num_steps.
+_FINETUNE_ROW = Row(())
+
+
+def parse_seeds(values: Sequence[str | int]) -> list[int]:
+    """`--seeds` as integers.
+
+    Raises:
+      ValueError: a value is not a non-negative integer, or one repeats, or none is given.
+    """
+    given = ",".join(map(str, values))
+    try:
+        seeds = [int(value) for value in values]
+    except ValueError:
+        seeds = []
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds={given}: give distinct non-negative integers, "
+                         "e.g. --seeds=0,1,2")
+    return seeds
 
 
 def final_step(config, row: Row) -> int:
@@ -218,15 +294,21 @@ def configure_sweep(config: ml_collections.ConfigDict, workdir) -> ml_collection
 
 
 def run_grid(config: ml_collections.ConfigDict, grid: str, workdir,
-             rows: list[str] | None = None, command: str = "") -> dict[str, Any]:
+             rows: list[str] | None = None, command: str = "",
+             seeds: Sequence[int] | None = None, finetune_steps: int = 0) -> dict[str, Any]:
     """Prepares the corpus once, runs (or reuses) each row, writes DIR/<grid>.md and .json.
 
     Args:
       config: the demo config (configs/demo.py), command-line overrides applied.
       grid: a key of `GRIDS`.
-      workdir: DIR; the corpus goes to DIR/data, row R to DIR/<grid>/R/.
+      workdir: DIR; the corpus goes to DIR/data, row R to DIR/<grid>/R/ (several
+        seeds: seed S's to DIR/<grid>/seedS/R/).
       rows: the rows to run, in this order; None: all of the grid's, in its order.
       command: the command line, recorded with the table.
+      seeds: the seeds to run every row with, each as `config.seed` and
+        `config.data.shuffle_seed`; None: the config's.
+      finetune_steps: > 0 also fine-tunes each row for that many steps in its
+        folder's `finetune/` (`finetune_config`); 0: zero-shot scores only.
 
     Returns:
       The sweep's record, as written to DIR/<grid>.json.
@@ -240,24 +322,39 @@ def run_grid(config: ml_collections.ConfigDict, grid: str, workdir,
     if unknown or not names:
         raise ValueError(f"rows {unknown or names} are not in grid {grid!r}, whose rows are "
                          f"{', '.join(GRIDS[grid].rows)}")
+    given_seeds = seeds is not None
+    seeds = parse_seeds(seeds) if given_seeds else [config.seed]
+    if finetune_steps < 0:
+        raise ValueError(f"--finetune_steps={finetune_steps}: give 0 (off) or more steps")
     workdir = pathlib.Path(workdir)
     for name in names:  # every row's config, before the corpus is made
-        validate_config(row_config(config, GRIDS[grid].rows[name]), jax.device_count())
+        row = GRIDS[grid].rows[name]
+        row_cfg = row_config(config, row)
+        validate_config(row_cfg, jax.device_count())
+        if finetune_steps:
+            validate_config(finetune_config(row_cfg, finetune_steps, workdir),
+                            jax.device_count())
     config = configure_sweep(config, workdir)
     record = {"grid": grid, "title": GRIDS[grid].title, "command": command,
-              "steps": config.train.num_steps, "seed": config.seed,
-              "corpus": dataclasses.asdict(demo.corpus_options(config.demo)), "rows": {}}
+              "steps": config.train.num_steps}
+    record |= {"seed": seeds[0]} if len(seeds) == 1 else {"seeds": seeds}
+    record["corpus"] = dataclasses.asdict(demo.corpus_options(config.demo))
+    if finetune_steps:
+        record["finetune"] = {"steps": finetune_steps, "lr": FINETUNE_LR}
+    per_seed = {}
+    for seed in seeds:
+        if given_seeds:
+            config.seed = config.data.shuffle_seed = seed
+        seed_dir = workdir / grid if len(seeds) == 1 else workdir / grid / f"seed{seed}"
+        tag = "" if len(seeds) == 1 else f" (seed {seed})"
+        per_seed[seed] = run_rows(config, grid, names, seed_dir, finetune_steps, tag)
+    record["rows"] = {}
     for name in names:
         row = GRIDS[grid].rows[name]
-        row_dir = workdir / grid / name
-        row_cfg = row_config(config, row)
-        if is_finished(row_cfg, row, row_dir):
-            logging.info("%s/%s: reusing the results in %s", grid, name, row_dir)
-        else:
-            logging.info("%s/%s: %s", grid, name, "training" if row.pretrain else "evaluating")
-            run_row(row_cfg, row, row_dir)
+        results = (per_seed[seeds[0]][name] if len(seeds) == 1 else
+                   seed_results(workdir / grid, name, {s: per_seed[s][name] for s in seeds}))
         record["rows"][name] = {"overrides": dict(row.overrides), "pretrained": row.pretrain,
-                                **row_results(row_dir)}
+                                **results}
 
     text = format_markdown(record)
     (workdir / f"{grid}.md").write_text(text)
@@ -266,30 +363,120 @@ def run_grid(config: ml_collections.ConfigDict, grid: str, workdir,
     return record
 
 
+def run_rows(config, grid: str, names: list[str], grid_dir: pathlib.Path,
+             finetune_steps: int, tag: str = "") -> dict[str, dict[str, Any]]:
+    """Runs (or reuses) rows `names` of `grid` with `config` in grid_dir/<row>/, and
+    fine-tunes each in grid_dir/<row>/finetune/ when `finetune_steps` > 0; `tag`
+    follows the row's name in the log.
+
+    Returns:
+      {row: `row_results`, with 'finetuned': the fine-tuned row's `row_results`}.
+    """
+    results = {}
+    for name in names:
+        row = GRIDS[grid].rows[name]
+        row_dir, row_cfg = grid_dir / name, row_config(config, row)
+        label = f"{grid}/{name}{tag}"
+        results[name] = run_or_reuse(row_cfg, row, row_dir, label)
+        if finetune_steps:
+            finetune_cfg = finetune_config(row_cfg, finetune_steps,
+                                           row_dir if row.pretrain else None)
+            results[name]["finetuned"] = run_or_reuse(
+                finetune_cfg, _FINETUNE_ROW, row_dir / FINETUNE_DIR, f"{label}, fine-tuning")
+    return results
+
+
+def run_or_reuse(config, row: Row, row_dir: pathlib.Path, label: str) -> dict[str, Any]:
+    """The row's results in row_dir: those there if finished, else of a run (or resumed)."""
+    if is_finished(config, row, row_dir):
+        logging.info("%s: reusing the results in %s", label, row_dir)
+    else:
+        logging.info("%s: %s", label, "training" if row.pretrain else "evaluating")
+        run_row(config, row, row_dir)
+    return row_results(row_dir)
+
+
+def seed_results(grid_dir: pathlib.Path, name: str,
+                 per_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """One row's record over several seeds, whose runs are in grid_dir/seedS/<name>/.
+
+    Returns:
+      {'step', 'seconds' (the mean; None unless every seed's is recorded), 'test':
+      {'t2v/R@1': {'mean', 'std', 'values'}, ...}, 'warnings' (`average_seeds`'s),
+      'finetuned' (the same, of the fine-tuning; when fine-tuned), 'seeds': {S: that
+      seed's `row_results`}}.
+    """
+    seeds = list(per_seed)
+    summary = _average(grid_dir, name, seeds, per_seed.values())
+    if "finetuned" in per_seed[seeds[0]]:
+        summary["finetuned"] = _average(grid_dir, f"{name}/{FINETUNE_DIR}", seeds,
+                                        [results["finetuned"] for results in per_seed.values()])
+    return summary | {"seeds": {str(seed): results for seed, results in per_seed.items()}}
+
+
+def _average(grid_dir: pathlib.Path, name: str, seeds: list[int], results) -> dict[str, Any]:
+    """The mean and std of each score of grid_dir/seedS/<name>/ over the seeds."""
+    results = list(results)
+    averaged = average_seeds.average_split(
+        [grid_dir / f"seed{seed}" / name for seed in seeds], SPLIT)
+    scores = {f"{direction}/{metric}": values
+              for direction, summary in averaged["directions"].items()
+              for metric, values in summary.items() if metric in average_seeds.METRICS}
+    seconds = [result["seconds"] for result in results]
+    mean_seconds = None if None in seconds else sum(seconds) / len(seconds)
+    return {"step": results[0]["step"], "seconds": mean_seconds,
+            SPLIT: scores, "warnings": averaged["warnings"]}
+
+
 def format_markdown(record: dict[str, Any]) -> str:
-    """The sweep's table: recall in percent on the test split, run time in minutes."""
+    """The sweep's table: recall in percent on the test split, run time in minutes.
+
+    Zero-shot scores, then the fine-tuned ones (FT) when the record has them; over
+    several seeds each cell is `mean ± std`.
+    """
     corpus = record["corpus"]
     title = record["title"][0].upper() + record["title"][1:]
     # Each test clip is the one correct item of its captions' queries.
     chance = 100 / corpus["num_test"]
+    seeds = (f"seed {record['seed']}" if "seed" in record else
+             f"seeds {', '.join(map(str, record['seeds']))}")
     heading = (f"# {record['grid']}: {record['steps']} steps, SyncShapes "
-               f"{corpus['num_train']} training / {corpus['num_test']} test clips, "
-               f"seed {record['seed']}")
+               f"{corpus['num_train']} training / {corpus['num_test']} test clips, {seeds}")
+    caption = f"{title}. Recall in percent on the test split; chance R@1 is {chance:.1f}."
+    headers = [name for name, _ in _COLUMNS]
+    finetune = record.get("finetune")
+    if finetune:
+        headers += [f"FT {name}" if "→" in name else name for name, _ in _COLUMNS]
+        caption += (f" FT: after {finetune['steps']} steps of retrieval fine-tuning on the "
+                    f"training clips (lr {finetune['lr']:g}); minutes include them.")
+    if "seeds" in record:
+        caption += (f" Mean ± sample std (ddof=1) over the {len(record['seeds'])} seeds; "
+                    "minutes per seed.")
     lines = [
         heading,
         "",
-        f"{title}. Recall in percent on the test split; chance R@1 is {chance:.1f}.",
+        caption,
         "",
-        "| row | " + " | ".join(name for name, _ in _COLUMNS) + " | minutes |",
-        "|---|" + "---:|" * (len(_COLUMNS) + 1),
+        "| row | " + " | ".join(headers) + " | minutes |",
+        "|---|" + "---:|" * (len(headers) + 1),
     ]
     for name, row in record["rows"].items():
-        scores = row[SPLIT]
-        cells = [f"{scores[key]:.1f}" if key in scores else "–" for _, key in _COLUMNS]
-        minutes = "–" if row["seconds"] is None else f"{row['seconds'] / 60:.1f}"
+        runs = [row] + ([row["finetuned"]] if finetune else [])
+        cells = [_cell(run[SPLIT], key) for run in runs for _, key in _COLUMNS]
+        seconds = [run["seconds"] for run in runs]
+        minutes = "–" if None in seconds else f"{sum(seconds) / 60:.1f}"
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {minutes} |")
     lines += ["", f"Command: `{record['command']}`", ""]
     return "\n".join(lines)
+
+
+def _cell(scores: dict[str, Any], key: str) -> str:
+    """A score, or its `mean ± std` over seeds; '–' when not scored."""
+    if key not in scores:
+        return "–"
+    if isinstance(scores[key], dict):
+        return average_seeds.format_cell(scores[key])
+    return f"{scores[key]:.1f}"
 
 
 FLAGS = flags.FLAGS
@@ -299,8 +486,10 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     cli.setup_process()
+    seeds = None if FLAGS.seeds is None else parse_seeds(FLAGS.seeds)
     command = shlex.join(["python", "-m", "vlsa_jax.demo.sweep", *sys.argv[1:]])
-    run_grid(FLAGS.config, FLAGS.grid, FLAGS.workdir, FLAGS.rows, command)
+    run_grid(FLAGS.config, FLAGS.grid, FLAGS.workdir, FLAGS.rows, command, seeds,
+             FLAGS.finetune_steps)
 
 
 if __name__ == "__main__":
@@ -311,5 +500,9 @@ if __name__ == "__main__":
     flags.DEFINE_enum("grid", None, list(GRIDS), "The ablation to run.")
     flags.DEFINE_list("rows", None, "The rows to run, e.g. lpmm,gam; default: all of the "
                       "grid's.")
+    flags.DEFINE_list("seeds", None, "Run every row with each of these config.seed values, "
+                      "e.g. 0,1,2, and report mean ± std; default: config.seed alone.")
+    flags.DEFINE_integer("finetune_steps", 0, "Also fine-tune every row for retrieval for "
+                         "this many steps and report both scores; 0: zero-shot only.")
     flags.mark_flags_as_required(["config", "workdir", "grid"])
     cli.run(main)
