@@ -2,7 +2,7 @@ r"""Times the input pipeline and the data preparation per core, each beside its 
 
     python -m benchmarks.pipeline_throughput
     python -m benchmarks.pipeline_throughput --num_records=64 --split_records=1024 \
-        --repeats=5 --clips=4 --seconds=10
+        --repeats=5 --clips=4 --seconds=10 --long_seconds=600 --long_spans=59
 
 Run it from the repository root, as a module: `vlsa_jax` and `tests` are then this
 checkout's, whatever else is installed.
@@ -37,6 +37,19 @@ frames decode several times faster and would make the floor unrealistically low)
   make_record    prepare.make_record for the base config (decode, spectrogram,
                  JPEG, tokenize; writing the record is not included); its stages
                  below are its own wall-clock timings
+
+and on a long film cut into spans, as HowTo100M and YouCook2 cut many clips from one
+video: a generated --long_seconds 1280x720 30 fps clip of the same kind with a key frame
+every 250 frames, x264's default (written once, which takes minutes, and kept in the
+system's temporary folder for later runs), cut into --long_spans spans of up to 10 s
+spread evenly over it:
+
+  decode floor   PyAV decoding every frame of both streams of the whole film
+  make_records   prepare.make_records of every span: the film decoded in one pass for
+                 all of them, as a preparation worker does with the spans of a shard
+  make_record    prepare.make_record of each span in turn, for reference: each span
+                 seeks and decodes from the key frame before it (how spans were
+                 prepared before make_records)
 
 Every figure is CPU time of this process (all its threads), so "per core" holds on
 a shared machine too, where wall time also counts the other processes' turns;
@@ -75,6 +88,11 @@ _FRAME_WIDTH, _FRAME_HEIGHT = 341, 256
 _CAPTIONS_PER_RECORD = 2
 _BATCH_SIZE = 32
 _CLIP_SIZE, _CLIP_FPS = (640, 360), 30
+_FILM_SIZE = (1280, 720)
+# Key frames of the film: x264's default interval, 250 frames. Seeks land this far
+# before a span at most (the short clips have one a second).
+_FILM_KEY_FRAME_SECONDS = 250 / _CLIP_FPS
+_SPAN_SECONDS = 10.0  # the longest span cut from the film
 # The stages prepare.make_record times (writing is the caller's).
 _PREPARE_STAGES = ("decode", "spectrogram", "jpeg", "tokenize")
 # Goals: the pipeline's per-sample work within 1.5x of decoding the JPEGs it needs and
@@ -91,6 +109,10 @@ flags.DEFINE_integer("repeats", 5, "Timed passes per stage; the medians are repo
 flags.DEFINE_integer("batches", 4, "Grain batches per timed pass (after one warm-up batch).")
 flags.DEFINE_integer("clips", 4, "Generated clips for the preparation stages.")
 flags.DEFINE_float("seconds", 10.0, "Length of each generated clip.")
+flags.DEFINE_float("long_seconds", 600.0,
+                   "Length of the generated 720p film cut into spans; 0 leaves it out.")
+flags.DEFINE_integer("long_spans", 59, "Spans cut from the film.")
+flags.DEFINE_integer("long_repeats", 3, "Timed passes over the film per stage.")
 FLAGS = flags.FLAGS
 
 
@@ -163,19 +185,19 @@ def write_synthetic_split(config, split_dir: pathlib.Path, num_records: int,
     return data
 
 
-def median_passes(floor_pass, measured_pass, repeats: int) -> tuple[float, float]:
+def median_passes(passes, repeats: int) -> list[float]:
     """The median CPU times of `repeats` calls of each function, in alternation.
 
     CPU time (of every thread of this process) is what a pass costs a core: wall
     time also counts the spells in which other processes of a shared machine had
     the core. Alternating keeps a slow spell (caches shared with them) from landing
-    on one of the two only, which would skew their ratio.
+    on one of the passes only, which would skew their ratio.
     """
-    floor, measured = [], []
+    times = [[] for _ in passes]
     for _ in range(repeats):
-        floor.append(cpu_seconds(floor_pass))
-        measured.append(cpu_seconds(measured_pass))
-    return statistics.median(floor), statistics.median(measured)
+        for run_pass, found in zip(passes, times):
+            found.append(cpu_seconds(run_pass))
+    return [statistics.median(found) for found in times]
 
 
 def cpu_seconds(run_pass) -> float:
@@ -226,9 +248,9 @@ def time_pipeline(config, split_dir: pathlib.Path, data: list[bytes], repeats: i
     for warm_up in (decode_floor, pillow_decode, preprocess, device_resize):
         warm_up()  # the libraries' first calls, XLA's compilation
     floor_s, preprocess_s = (
-        t / len(data) for t in median_passes(decode_floor, preprocess, repeats))
+        t / len(data) for t in median_passes((decode_floor, preprocess), repeats))
     floor_again_s, pillow_s = (
-        t / len(data) for t in median_passes(decode_floor, pillow_decode, repeats))
+        t / len(data) for t in median_passes((decode_floor, pillow_decode), repeats))
     resize_s = statistics.median(cpu_seconds(device_resize) for _ in range(repeats)) / len(data)
 
     config = config.copy_and_resolve_references()
@@ -287,19 +309,27 @@ def decode_streams(path: pathlib.Path) -> None:
                 pass
 
 
-def time_preparation(config, directory: pathlib.Path, num_clips: int, seconds: float,
-                     repeats: int) -> dict:
-    media_dir = directory / "media"
-    media_dir.mkdir(parents=True)
-    tok = train_tokenizer(directory / "tokenizer")
+def preparation_options(config, tokenizer_dir: pathlib.Path, media_dir: pathlib.Path):
+    """(PrepareOptions of the base config with a generated tokenizer, the tokenizer)."""
+    tok = train_tokenizer(tokenizer_dir)
     ids = tokenizer_lib.special_token_ids(tok)
     config = config.copy_and_resolve_references()
-    config.text.tokenizer = str(directory / "tokenizer")
+    config.text.tokenizer = str(tokenizer_dir)
     config.text.vocab_size = len(tok)
     config.text.mask_token_id = ids["mask"]
     config.text.special_token_ids = tuple(ids[r] for r in ("pad", "cls", "sep", "mask"))
     tokenizer_lib.check_compatible(tok, config.text)
+    # librosa compiles its numba kernels on the first spectrogram (seconds).
+    media.spectrogram(np.zeros(config.audio.clip_samples, np.float32), config.audio)
+    return prepare.PrepareOptions.from_config(
+        config, media_dir, "avt", config.text.tokenizer, missing_audio="error"), tok
 
+
+def time_preparation(config, directory: pathlib.Path, num_clips: int, seconds: float,
+                     repeats: int) -> dict:
+    media_dir = directory / "media"
+    media_dir.mkdir(parents=True)
+    options, tok = preparation_options(config, directory / "tokenizer", media_dir)
     rng = np.random.default_rng(0)
     clips = []
     for i in range(num_clips):
@@ -308,10 +338,6 @@ def time_preparation(config, directory: pathlib.Path, num_clips: int, seconds: f
                                    channels=2, tone_hz=220.0 * (i + 1), seed=i)
         clips.append(ClipAnnotation(clip_id=f"clip{i}", path=path.name,
                                     captions=(" ".join(rng.choice(_WORDS, 8)),)))
-    options = prepare.PrepareOptions.from_config(
-        config, media_dir, "avt", config.text.tokenizer, missing_audio="error")
-    # librosa compiles its numba kernels on the first spectrogram (seconds).
-    media.spectrogram(np.zeros(config.audio.clip_samples, np.float32), config.audio)
 
     def decode_floor():
         for clip in clips:
@@ -329,7 +355,7 @@ def time_preparation(config, directory: pathlib.Path, num_clips: int, seconds: f
     make_records()
     stage_passes.clear()
     floor_s, make_record_s = (
-        t / num_clips for t in median_passes(decode_floor, make_records, repeats))
+        t / num_clips for t in median_passes((decode_floor, make_records), repeats))
     figures = {
         "clip_mb_mean": round(np.mean([(media_dir / c.path).stat().st_size
                                        for c in clips]) / 2**20, 2),
@@ -345,7 +371,67 @@ def time_preparation(config, directory: pathlib.Path, num_clips: int, seconds: f
     return figures
 
 
-def print_table(config, pipe: dict, prep: dict) -> None:
+def generated_film(seconds: float) -> pathlib.Path:
+    """The film cut into spans: generated once, then kept in the temporary folder."""
+    width, height = _FILM_SIZE
+    path = pathlib.Path(tempfile.gettempdir()) / (
+        f"vlsa_jax_benchmark_film_{seconds:g}s_{width}x{height}_"
+        f"key{_FILM_KEY_FRAME_SECONDS:.3g}s.mp4")
+    if not path.exists():
+        print(f"writing a {seconds:g} s {width}x{height} film to {path} (once; minutes)")
+        partial = path.with_name(f"{path.stem}.partial{os.getpid()}.mp4")
+        write_textured_clip(partial, seconds=seconds, fps=_CLIP_FPS, size=_FILM_SIZE,
+                            sample_rate=44_100, channels=2, seed=0,
+                            key_frame_seconds=_FILM_KEY_FRAME_SECONDS)
+        os.replace(partial, path)
+    return path
+
+
+def time_long_film(config, directory: pathlib.Path, seconds: float, num_spans: int,
+                   repeats: int) -> dict:
+    film = generated_film(seconds)
+    options, tok = preparation_options(config, directory / "tokenizer", film.parent)
+    rng = np.random.default_rng(0)
+    step = seconds / num_spans
+    clips = [ClipAnnotation(clip_id=f"span{i:03d}", path=film.name,
+                            captions=(" ".join(rng.choice(_WORDS, 8)),), start=i * step,
+                            end=i * step + min(step, _SPAN_SECONDS))
+             for i in range(num_spans)]
+    stage_passes = {"make_records": [], "make_record": []}
+
+    def decode_floor():
+        decode_streams(film)
+
+    def one_pass():
+        timings = dict.fromkeys(_PREPARE_STAGES, 0.0)
+        for _ in prepare.make_records(clips, options, tok, timings):
+            pass
+        stage_passes["make_records"].append(timings)
+
+    def span_by_span():
+        timings = dict.fromkeys(_PREPARE_STAGES, 0.0)
+        for clip in clips:
+            prepare.make_record(clip, options, tok, timings)
+        stage_passes["make_record"].append(timings)
+
+    decode_floor()  # warm-up: the page cache
+    floor_s, one_pass_s, span_by_span_s = median_passes(
+        (decode_floor, one_pass, span_by_span), repeats)
+    figures = {
+        "film_mb": round(film.stat().st_size / 2**20, 1),
+        "decode_floor_s": round(floor_s, 2),
+        "make_records_s": round(one_pass_s, 2),
+        "make_records_x_floor": round(one_pass_s / floor_s, 3),
+        "make_record_s": round(span_by_span_s, 2),
+        "make_record_x_floor": round(span_by_span_s / floor_s, 3),
+    }
+    for name, passes in stage_passes.items():
+        for stage in _PREPARE_STAGES:
+            figures[f"{name}_{stage}_s"] = round(statistics.median(p[stage] for p in passes), 2)
+    return figures
+
+
+def print_table(config, pipe: dict, prep: dict, film: dict | None) -> None:
     video, audio = config.video, config.audio
     print(f"pipeline: {FLAGS.num_records} records (split of {FLAGS.split_records}) of "
           f"{video.stored_frames} frames "
@@ -389,6 +475,23 @@ def print_table(config, pipe: dict, prep: dict) -> None:
     rows += [(f"  {stage} (wall)", prep[f"{stage}_ms"], "", "", "")
              for stage in _PREPARE_STAGES]
     print_rows(("stage", "ms/clip", "clips/s/core", "x floor", "goal"), rows)
+    if film is None:
+        return
+    print()
+    print(f"long film: {FLAGS.long_seconds:g} s {_FILM_SIZE[0]}x{_FILM_SIZE[1]} {_CLIP_FPS} "
+          f"fps H.264 (a key frame every {_FILM_KEY_FRAME_SECONDS:.3g} s) + 44.1 kHz "
+          f"stereo AAC ({film['film_mb']} MB) cut into "
+          f"{FLAGS.long_spans} spans of up to {_SPAN_SECONDS:g} s; median of "
+          f"{FLAGS.long_repeats}")
+    rows = [("decode floor (PyAV, the whole film)", film["decode_floor_s"], 1.0, "")]
+    for name, what in (("make_records", "make_records (one pass)"),
+                       ("make_record", "make_record per span, for reference")):
+        ratio = film[f"{name}_x_floor"]
+        goal = f"<= {_PREPARE_GOAL_RATIO}x: " + verdict(ratio <= _PREPARE_GOAL_RATIO)
+        rows.append((what, film[f"{name}_s"], ratio, goal if name == "make_records" else ""))
+        rows += [(f"  {stage} (wall)", film[f"{name}_{stage}_s"], "", "")
+                 for stage in _PREPARE_STAGES]
+    print_rows(("stage", "s/film", "x floor", "goal"), rows)
 
 
 def main(argv):
@@ -401,7 +504,11 @@ def main(argv):
         pipe = time_pipeline(config, temp / "train", data, FLAGS.repeats, FLAGS.batches)
         prep = time_preparation(config, temp / "prepare", FLAGS.clips, FLAGS.seconds,
                                 FLAGS.repeats)
-    print_table(config, pipe, prep)
+        film = None
+        if FLAGS.long_seconds > 0:
+            film = time_long_film(config, temp / "film", FLAGS.long_seconds,
+                                  FLAGS.long_spans, FLAGS.long_repeats)
+    print_table(config, pipe, prep, film)
     print(json.dumps({
         "benchmark": "pipeline_throughput",
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -410,6 +517,8 @@ def main(argv):
         "repeats": FLAGS.repeats,
         "batches": FLAGS.batches, "batch_size": _BATCH_SIZE, "clips": FLAGS.clips,
         "seconds": FLAGS.seconds, "pipeline": pipe, "preparation": prep,
+        "long_seconds": FLAGS.long_seconds, "long_spans": FLAGS.long_spans,
+        "long_repeats": FLAGS.long_repeats, "long_film": film,
     }))
 
 

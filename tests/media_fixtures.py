@@ -84,12 +84,13 @@ def write_clip(path, *, seconds: float = 2.0, fps: float = 10, size=(64, 48), co
     return path
 
 
-def _add_video(container, codec: str, fps: float, size):
+def _add_video(container, codec: str, fps: float, size, key_frame_seconds: float = 1.0):
     stream = container.add_stream(codec, rate=round(fps))
     stream.width, stream.height = size
     stream.pix_fmt = "yuv420p"
     stream.time_base = stream.codec_context.time_base = _VIDEO_TIME_BASE
-    stream.codec_context.gop_size = max(1, round(fps))  # a key frame a second: seeks help
+    # A key frame a second by default: seeks help.
+    stream.codec_context.gop_size = max(1, round(fps * key_frame_seconds))
     return stream
 
 
@@ -122,7 +123,8 @@ def _write_audio(container, stream, signal: np.ndarray, channels: int) -> None:
 
 def write_textured_clip(path, *, seconds: float = 10.0, fps: float = 30,
                         size=(640, 360), sample_rate: int = 44_100, channels: int = 2,
-                        tone_hz: float = 440.0, seed: int = 0) -> pathlib.Path:
+                        tone_hz: float = 440.0, seed: int = 0,
+                        key_frame_seconds: float = 1.0) -> pathlib.Path:
     """Writes a clip that costs about as much to decode as camera footage.
 
     Flat frames (`write_clip`) code to a few bytes each, and H.264 decodes them
@@ -137,6 +139,8 @@ def write_textured_clip(path, *, seconds: float = 10.0, fps: float = 30,
       path: the file (.mp4 or .webm, as `write_clip`).
       seconds, fps, size, sample_rate, channels, tone_hz: as `write_clip`.
       seed: the scene, the noise and the square's path.
+      key_frame_seconds: the interval between key frames (x264's own default is 250
+        frames, 8.3 s at 30 fps).
 
     Returns:
       The path.
@@ -154,7 +158,7 @@ def write_textured_clip(path, *, seconds: float = 10.0, fps: float = 30,
     pan = np.stack([np.linspace(0, width - 1, len(times)),
                     np.linspace(0, height - 1, len(times))], axis=1).astype(int)
     with av.open(str(path), "w") as container:
-        stream = _add_video(container, video_codec, fps, size)
+        stream = _add_video(container, video_codec, fps, size, key_frame_seconds)
         if video_codec == "libx264":
             stream.options = {"preset": "veryfast"}  # encoding speed only
         audio_stream = container.add_stream(audio_codec, rate=sample_rate,
