@@ -219,7 +219,8 @@ def run_row(config, row: Row, row_dir: pathlib.Path) -> None:
     if step != final_step(config, row):
         raise RuntimeError(f"{row_dir}: training stopped at step {step}, not "
                            f"{final_step(config, row)} (preempted, or a longer run's checkpoints)")
-    score_params(config, params, step, row_dir)
+    if _evaluated_step(row_dir) != step:  # else training's periodic sweep scored it
+        score_params(config, params, step, row_dir)
     seconds = time.perf_counter() - start
     (row_dir / ROW_RECORD).write_text(json.dumps({"seconds": seconds, "step": step}))
 
