@@ -4,8 +4,9 @@
 sampled uniformly over the span, and a fixed-length mono waveform centred on it.
 Both streams are demuxed in one pass over the container, and each stream stops
 being decoded as soon as it has what it needs. `decode_spans` does the same for
-many spans of one file (clips cut from a long video) in one pass for all of them. `spectrogram` turns the waveform
-into the model's [time, frequency] input (the config's `audio` section).
+many spans of one file (clips cut from a long video) in one pass for all of them.
+`spectrogram` turns the waveform into the model's [time, frequency] input (the
+config's `audio` section).
 
 Times are seconds from the start of the file (the container's start time), taken
 from each frame's timestamp (pts * time_base), so variable frame rates are sampled
@@ -127,8 +128,9 @@ def decode_spans(path, spans: Sequence[tuple[float | None, float | None]], *,
     the same bit for bit; so is the audio where its decoder keeps no state across a
     seek. FFmpeg's AAC decoder does: it fills noise-substituted bands from a
     pseudo-random generator that a seek does not reset, so there the noise differs (as
-    it does between two seeks to different key frames); Opus agrees to within 1e-5. Between spans more than `_SEEK_AHEAD_S` apart the pass seeks instead of
-    decoding the gap. A span holds only what it keeps (its frames, its audio window),
+    it does between two seeks to different key frames); Opus agrees to within 1e-5.
+    Between spans more than `_SEEK_AHEAD_S` apart the pass seeks instead of decoding
+    the gap. A span holds only what it keeps (its frames, its audio window),
     and is yielded as soon as it is complete, so a long film is never held decoded.
 
     Args:

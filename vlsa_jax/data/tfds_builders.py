@@ -210,12 +210,12 @@ class MsrvttRecords(_ClipRecordsBuilder):
         # 9k is the 9k list's videos, or MSR-VTT 2016's outside the 1k-A list (2017's
         # files hold test videos beyond the 10,000, so there it needs the list).
         listed = os.path.isfile(os.path.join(manual_dir, self.TRAIN_9K_FILE))
-        from_2016 = os.path.isfile(os.path.join(manual_dir, msrvtt._COMBINED_FILE))
+        from_2016 = os.path.isfile(os.path.join(manual_dir, msrvtt.COMBINED_FILE))
         if listed or ("1k-A" in files and from_2016):
             files["9k"] = manual_dir
         elif "1k-A" in files:
             logging.warning("%s: split 9k left out: it needs %s or MSR-VTT 2016's %s in %s",
-                            self.name, self.TRAIN_9K_FILE, msrvtt._COMBINED_FILE, manual_dir)
+                            self.name, self.TRAIN_9K_FILE, msrvtt.COMBINED_FILE, manual_dir)
         return files
 
 

@@ -487,9 +487,8 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     cli.setup_process()
-    seeds = None if FLAGS.seeds is None else parse_seeds(FLAGS.seeds)
     command = shlex.join(["python", "-m", "vlsa_jax.demo.sweep", *sys.argv[1:]])
-    run_grid(FLAGS.config, FLAGS.grid, FLAGS.workdir, FLAGS.rows, command, seeds,
+    run_grid(FLAGS.config, FLAGS.grid, FLAGS.workdir, FLAGS.rows, command, FLAGS.seeds,
              FLAGS.finetune_steps)
 
 

@@ -47,7 +47,7 @@ _JSFUSION_SPLIT = "1k-A"
 _9K_SPLIT = "9k"
 _SPLITS = {"train": "train", "val": "validate", "test": "test", _JSFUSION_SPLIT: "",
            _9K_SPLIT: ""}
-_COMBINED_FILE = "videodatainfo.json"
+COMBINED_FILE = "videodatainfo.json"
 _SPLIT_FILES = ("train_val_videodatainfo.json", "test_videodatainfo.json")
 _NAMED_IDS = 5  # video ids an error message names before it counts the rest
 
@@ -119,7 +119,7 @@ def _read_9k(folder: str) -> list[ClipAnnotation]:
     json_names = " and ".join(os.path.basename(p) for p in json_files)
     excluded = set(test_ids)
     derived = [video_id for video_id in all_ids if video_id not in excluded]
-    from_2016 = json_files == [os.path.join(folder, _COMBINED_FILE)]
+    from_2016 = json_files == [os.path.join(folder, COMBINED_FILE)]
     if has_9k:
         _, rows = common.read_csv_dicts(nine_k_path, ("video_id",))
         video_ids = [row["video_id"].strip() for row in rows]
@@ -132,13 +132,13 @@ def _read_9k(folder: str) -> list[ClipAnnotation]:
         if has_1k_a and from_2016 and set(video_ids) != set(derived):
             logging.warning("%s: %s lists %d videos, not the %d of %s outside the 1k-A list; "
                             "using the list", NAME, nine_k_path, len(set(video_ids)),
-                            len(derived), _COMBINED_FILE)
+                            len(derived), COMBINED_FILE)
         return _clips(video_ids, sentences)
     if not from_2016:
         raise ValueError(f"{NAME}: split {_9K_SPLIT!r} without {TRAIN_9K_FILE} is derived from "
-                         f"MSR-VTT 2016's {_COMBINED_FILE}, which {folder} lacks (2017's files "
+                         f"MSR-VTT 2016's {COMBINED_FILE}, which {folder} lacks (2017's files "
                          f"add test videos outside the 10k); add {TRAIN_9K_FILE} or "
-                         f"{_COMBINED_FILE}")
+                         f"{COMBINED_FILE}")
     _check_subset(test_ids, all_ids,
                   f"{JSFUSION_FILE} names videos not in {json_names} (is it MSR-VTT 2016's?)")
     return _clips(derived, sentences)
@@ -163,13 +163,13 @@ def _json_files(annotations_path: str) -> list[str]:
     """The JSON file itself, or the annotation files of a folder."""
     if not os.path.isdir(annotations_path):
         return [annotations_path]
-    for names in ((_COMBINED_FILE,), _SPLIT_FILES):
+    for names in ((COMBINED_FILE,), _SPLIT_FILES):
         paths = [os.path.join(annotations_path, n) for n in names]
         paths = [p for p in paths if os.path.isfile(p)]
         if paths:
             return paths
     raise ValueError(f"{NAME}: {annotations_path} holds none of "
-                     f"{', '.join((_COMBINED_FILE,) + _SPLIT_FILES)}")
+                     f"{', '.join((COMBINED_FILE,) + _SPLIT_FILES)}")
 
 
 def _read_json(paths: Sequence[str]) -> tuple[list[dict], list[dict]]:
