@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from vlsa_jax.models.transformer import Stack, StackSpec
+from vlsa_jax.models.transformer import Stack, StackSpec, dot_product_attention
 
 _SPEC = StackSpec(width=16, depth=2, num_heads=4, mlp_dim=32)
 # A few small programs: LLVM optimisation would cost more time than it saves.
@@ -61,6 +61,37 @@ def test_padding_is_masked_out_of_attention():
     unmasked = run(x, jnp.ones((3, 7), bool))
     assert np.abs(np.asarray(unmasked[1, :4] - y[1, :4])).max() > 1e-3
     np.testing.assert_allclose(run(x, None), unmasked, rtol=1e-5, atol=1e-5)
+
+
+def _attention_reference(q, k, v, valid):
+    """Softmax attention in float64 NumPy, head by head."""
+    q, k, v = (np.asarray(t, np.float64) for t in (q, k, v))
+    logits = np.einsum("bqhd,bkhd->bhqk", q, k) / np.sqrt(q.shape[-1])
+    logits = np.where(valid[:, None, None, :], logits, -np.inf)
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    return np.einsum("bhqk,bkhd->bqhd", probs, v)
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(jnp.float32, 1e-5), (jnp.bfloat16, 3e-2)])
+def test_attention_matches_numpy_and_jax(dtype, tolerance):
+    rng = np.random.default_rng(0)
+    q, k, v = (rng.normal(size=(2, 9, 3, 8)).astype(np.float32) for _ in range(3))
+    valid = np.arange(9) < np.array([[9], [5]])
+    y = dot_product_attention(*(jnp.asarray(t, dtype) for t in (q, k, v)),
+                              jnp.asarray(valid)[:, None, None, :])
+    assert y.dtype == dtype
+    np.testing.assert_allclose(np.asarray(y, np.float32), _attention_reference(q, k, v, valid),
+                               rtol=tolerance, atol=tolerance)
+    # The same function as jax.nn's, gradients included.
+    def loss(attend, *qkv):
+        return jnp.sum(attend(*qkv) ** 2)
+    ours = jax.grad(lambda *t: loss(lambda *u: dot_product_attention(
+        *u, jnp.asarray(valid)[:, None, None, :]), *t), argnums=(0, 1, 2))(q, k, v)
+    theirs = jax.grad(lambda *t: loss(lambda *u: jax.nn.dot_product_attention(
+        *u, mask=jnp.asarray(valid)[:, None, None, :]), *t), argnums=(0, 1, 2))(q, k, v)
+    for a, b in zip(ours, theirs):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
 def test_remat_policies_keep_the_gradients():
