@@ -1,6 +1,7 @@
 """What every benchmark's report says about the machine and its goals."""
 import pathlib
 import platform
+import time
 
 
 def cpu_model() -> str:
@@ -23,3 +24,31 @@ def print_rows(columns, rows) -> None:
     widths = [max(len(str(row[i])) for row in (columns, *rows)) for i in range(len(columns))]
     for row in (columns, *rows):
         print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+def matmul_times(dtype: str, size: int, repeats: int) -> list[float]:
+    """Seconds of `repeats` jitted square matmuls (after one warm-up), 2 n^3 FLOPs each.
+
+    Args:
+      dtype: 'float32' (float32 operands) or 'bfloat16' (bfloat16 operands, float32
+        accumulation, as the model's bfloat16 layers run).
+      size: side n of the two [n, n] operands.
+      repeats: timed products.
+
+    Returns:
+      The time of each product.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    kx, ky = jax.random.split(jax.random.key(0))
+    x = jax.random.normal(kx, (size, size), jnp.float32).astype(dtype)
+    y = jax.random.normal(ky, (size, size), jnp.float32).astype(dtype)
+    product = jax.jit(lambda a, b: jnp.matmul(a, b, preferred_element_type=jnp.float32))
+    product(x, y).block_until_ready()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        product(x, y).block_until_ready()
+        times.append(time.perf_counter() - start)
+    return times

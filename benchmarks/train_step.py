@@ -56,34 +56,6 @@ flags.DEFINE_bool("isolate", True,
 FLAGS = flags.FLAGS
 
 
-def matmul_times(dtype: str, size: int, repeats: int) -> list[float]:
-    """Seconds of `repeats` jitted square matmuls (after one warm-up), 2 n^3 FLOPs each.
-
-    Args:
-      dtype: 'float32' (float32 operands) or 'bfloat16' (bfloat16 operands, float32
-        accumulation, as the model's bfloat16 layers run).
-      size: side n of the two [n, n] operands.
-      repeats: timed products.
-
-    Returns:
-      The time of each product.
-    """
-    import jax
-    import jax.numpy as jnp
-
-    kx, ky = jax.random.split(jax.random.key(0))
-    x = jax.random.normal(kx, (size, size), jnp.float32).astype(dtype)
-    y = jax.random.normal(ky, (size, size), jnp.float32).astype(dtype)
-    product = jax.jit(lambda a, b: jnp.matmul(a, b, preferred_element_type=jnp.float32))
-    product(x, y).block_until_ready()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        product(x, y).block_until_ready()
-        times.append(time.perf_counter() - start)
-    return times
-
-
 def peak_memory() -> tuple[float, str]:
     """(bytes, what): the device's peak allocation where it reports one, else peak host RSS."""
     import jax
@@ -117,7 +89,7 @@ def run_row(variant: str, dtype: str, remat: str, batch_size: int, steps: int,
     size = peak_size or (2048 if platform_name == "cpu" else 8192)
     # Matmuls are timed before and after the step, so that a machine whose load
     # changes during the row is sampled at both ends; the peak is their median.
-    peak_times = matmul_times(dtype, size, peak_repeats)
+    peak_times = report.matmul_times(dtype, size, peak_repeats)
 
     mesh = sharding.make_mesh(config.mesh)
     training = train.setup_training(config, mesh)
@@ -139,7 +111,7 @@ def run_row(variant: str, dtype: str, remat: str, batch_size: int, steps: int,
         jax.block_until_ready(metrics)
         times.append(time.perf_counter() - start)
     median = statistics.median(times)
-    peak_times += matmul_times(dtype, size, peak_repeats)
+    peak_times += report.matmul_times(dtype, size, peak_repeats)
     peak = 2.0 * size**3 / statistics.median(peak_times)
     model_flops = flops.model_flops_per_step(config)
     memory, memory_kind = peak_memory()
