@@ -1,4 +1,5 @@
-"""The entry set-up: Orbax's INFO records stay out of absl's log, its warnings get through."""
+"""The entry set-up: Orbax's and JAX's backend-probe INFO records stay out of absl's log,
+their warnings get through."""
 import logging as std_logging
 import subprocess
 import sys
@@ -9,6 +10,7 @@ from absl import logging
 from vlsa_jax import cli
 
 _ORBAX_FILE = "/site-packages/orbax/checkpoint/_src/checkpointers/async_checkpointer.py"
+_JAX_PROBE_FILE = "/site-packages/jax/_src/xla_bridge.py"
 
 
 def _record(level, pathname):
@@ -20,18 +22,19 @@ def absl_handler():
     """absl's handler without the set-up's filter (as a process starts); restored after."""
     handler = logging.get_absl_handler()
     filters = list(handler.filters)
-    handler.removeFilter(cli._not_orbax_info)
+    handler.removeFilter(cli._not_library_info)
     yield handler
     handler.filters[:] = filters
 
 
-def test_setup_process_keeps_orbax_info_out_of_the_absl_log(absl_handler):
-    assert absl_handler.filter(_record(std_logging.INFO, _ORBAX_FILE))  # before set-up
+@pytest.mark.parametrize("library_file", [_ORBAX_FILE, _JAX_PROBE_FILE])
+def test_setup_process_keeps_library_info_out_of_the_absl_log(absl_handler, library_file):
+    assert absl_handler.filter(_record(std_logging.INFO, library_file))  # before set-up
     cli.setup_process()
-    assert not absl_handler.filter(_record(std_logging.INFO, _ORBAX_FILE))
-    assert not absl_handler.filter(_record(std_logging.DEBUG, _ORBAX_FILE))
+    assert not absl_handler.filter(_record(std_logging.INFO, library_file))
+    assert not absl_handler.filter(_record(std_logging.DEBUG, library_file))
     for level in (std_logging.WARNING, std_logging.ERROR):
-        assert absl_handler.filter(_record(level, _ORBAX_FILE))
+        assert absl_handler.filter(_record(level, library_file))
     for level in (std_logging.INFO, std_logging.WARNING):
         assert absl_handler.filter(_record(level, "/home/someone/vlsa_jax/train.py"))
 

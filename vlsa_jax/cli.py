@@ -114,13 +114,19 @@ def _override_problem(argv: Sequence[str]) -> str | None:
     return None
 
 
-def _not_orbax_info(record: std_logging.LogRecord) -> bool:
-    # Orbax logs every stage of every save at INFO; keep its warnings and errors only.
-    return record.levelno >= std_logging.WARNING or "/orbax/" not in record.pathname
+# Libraries whose INFO records are noise on a user's console: Orbax logs every stage of
+# every save, JAX's backend probe every platform it does not find (libtpu on a CPU).
+_QUIET_AT_INFO = ("/orbax/", "/jax/_src/xla_bridge.py")
+
+
+def _not_library_info(record: std_logging.LogRecord) -> bool:
+    """Keeps the warnings and errors of `_QUIET_AT_INFO`, and everything else."""
+    return record.levelno >= std_logging.WARNING or not any(
+        part in record.pathname for part in _QUIET_AT_INFO)
 
 
 def setup_process(distributed: bool = False, **initialize_kwargs) -> None:
-    """Sizes XLA's CPU thread pool, quiets Orbax's log and, on a cluster, joins the peers.
+    """Sizes XLA's CPU thread pool, quiets libraries' INFO logs and, on a cluster, joins the peers.
 
     Must run before anything touches a device.
 
@@ -131,7 +137,7 @@ def setup_process(distributed: bool = False, **initialize_kwargs) -> None:
         leaves each to be discovered.
     """
     sharding.enlarge_cpu_thread_pool()
-    logging.get_absl_handler().addFilter(_not_orbax_info)
+    logging.get_absl_handler().addFilter(_not_library_info)
     if distributed:
         jax.distributed.initialize(**initialize_kwargs)
     logging.info("process %d/%d, %d local / %d global devices (%s)",
