@@ -126,7 +126,7 @@ def _not_library_info(record: std_logging.LogRecord) -> bool:
 
 
 def setup_process(distributed: bool = False, **initialize_kwargs) -> None:
-    """Sizes XLA's CPU thread pool, quiets libraries' INFO logs and, on a cluster, joins the peers.
+    """Sizes XLA's CPU thread pool, quiets libraries' INFO records, joins a cluster's peers.
 
     Must run before anything touches a device.
 

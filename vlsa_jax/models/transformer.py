@@ -77,8 +77,8 @@ def dot_product_attention(q, k, v, mask):
     Both products accumulate in float32 and the softmax runs in float32; the output
     has q's dtype. `jax.nn.dot_product_attention`'s XLA path computes the same thing,
     but it maps over a head-group axis that XLA:CPU turns into layout copies: its
-    forward and backward over 1,568 tokens take 3.9x as long in float32 (2.0x in
-    bfloat16) as this form, benchmarks/attention.py.
+    forward and backward over 1,568 tokens take 1.6-1.75x as long as this form's, in
+    float32 and in bfloat16 (benchmarks/attention.py).
 
     Args:
       q, k, v: [B, S, H, D/H].
