@@ -37,7 +37,9 @@ flags.DEFINE_integer("batch_size", 2, "Batch.")
 flags.DEFINE_integer("tokens", 1568, "Sequence length (the video decoder's: 8 x 196).")
 flags.DEFINE_integer("heads", 12, "Attention heads.")
 flags.DEFINE_integer("head_dim", 64, "Width of each head.")
-flags.DEFINE_list("dtypes", ["float32", "bfloat16"], "Dtypes of q, k and v.")
+flags.DEFINE_list("dtypes", ["float32", "bfloat16"], "Dtypes of q, k and v: float32, bfloat16.")
+flags.register_validator("dtypes", lambda dtypes: set(dtypes) <= {"float32", "bfloat16"},
+                         "--dtypes takes float32 and bfloat16")
 flags.DEFINE_integer("repeats", 7, "Timed calls of each form (medians reported).")
 FLAGS = flags.FLAGS
 
