@@ -30,16 +30,16 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks.report import cpu_model, print_rows  # noqa: E402
+from benchmarks import report  # noqa: E402
 from vlsa_jax.models.transformer import dot_product_attention  # noqa: E402
 
 flags.DEFINE_integer("batch_size", 2, "Batch.")
 flags.DEFINE_integer("tokens", 1568, "Sequence length (the video decoder's: 8 x 196).")
 flags.DEFINE_integer("heads", 12, "Attention heads.")
 flags.DEFINE_integer("head_dim", 64, "Width of each head.")
-flags.DEFINE_list("dtypes", ["float32", "bfloat16"], "Dtypes of q, k and v: float32, bfloat16.")
-flags.register_validator("dtypes", lambda dtypes: set(dtypes) <= {"float32", "bfloat16"},
-                         "--dtypes takes float32 and bfloat16")
+flags.DEFINE_list("dtypes", list(report.DTYPES), "Dtypes of q, k and v.")
+flags.register_validator("dtypes", lambda dtypes: set(dtypes) <= set(report.DTYPES),
+                         f"--dtypes takes {', '.join(report.DTYPES)}")
 flags.DEFINE_integer("repeats", 7, "Timed calls of each form (medians reported).")
 FLAGS = flags.FLAGS
 
@@ -98,11 +98,11 @@ def main(argv):
             rows.append((dtype, name, figures[f"{name}_wall_s"], figures[f"{name}_cpu_s"], ""))
         rows.append((dtype, "jax.nn / ours", figures["ratio_wall"], figures["ratio_cpu"],
                      f"{figures['max_difference']:.2g}"))
-    print_rows(("dtype", "form", "wall s", "cpu s", "max difference"), rows)
+    report.print_rows(("dtype", "form", "wall s", "cpu s", "max difference"), rows)
     print(json.dumps({
         "benchmark": "attention",
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "cpu": cpu_model(), "cores": os.cpu_count(), "device": jax.devices()[0].device_kind,
+        "cpu": report.cpu_model(), "cores": os.cpu_count(), "device": jax.devices()[0].device_kind,
         "batch_size": FLAGS.batch_size, "tokens": FLAGS.tokens, "heads": FLAGS.heads,
         "head_dim": FLAGS.head_dim, "repeats": FLAGS.repeats, "results": results,
     }))

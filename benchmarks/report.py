@@ -3,6 +3,9 @@ import pathlib
 import platform
 import time
 
+# The activation dtypes a benchmark row can run (config.dtype's choices).
+DTYPES = ("float32", "bfloat16")
+
 
 def cpu_model() -> str:
     """The processor's model name (Linux), else the machine type."""

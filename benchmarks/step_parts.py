@@ -44,7 +44,7 @@ _CONFIG = _ROOT / "configs" / "pretrain.py"
 
 flags.DEFINE_string("variant", "base", "Config variant.")
 flags.DEFINE_integer("batch_size", 2, "Batch.")
-flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Activation dtype (config.dtype).")
+flags.DEFINE_enum("dtype", "float32", report.DTYPES, "Activation dtype (config.dtype).")
 flags.DEFINE_integer("repeats", 3, "Timed calls of each part (medians reported).")
 flags.DEFINE_integer("peak_size", 2048, "Side of the square matmul that measures the peak.")
 FLAGS = flags.FLAGS

@@ -42,6 +42,8 @@ _CONFIG = _ROOT / "configs" / "pretrain.py"
 
 flags.DEFINE_list("variants", ["tiny", "small"], "Config variants.")
 flags.DEFINE_list("dtypes", ["float32"], "Activation dtypes (config.dtype).")
+flags.register_validator("dtypes", lambda dtypes: set(dtypes) <= set(report.DTYPES),
+                         f"--dtypes takes {', '.join(report.DTYPES)}")
 flags.DEFINE_list("remat_policies", ["none"], "model.remat_policy values.")
 flags.DEFINE_integer("batch_size", 2, "Global batch size.")
 flags.DEFINE_integer("steps", 5, "Timed steps (after one warm-up step); at least 5.")
