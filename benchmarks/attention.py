@@ -18,7 +18,6 @@ import os
 import pathlib
 import statistics
 import sys
-import time
 
 from absl import app, flags
 
@@ -68,18 +67,16 @@ def time_dtype(dtype: str) -> dict:
     reference, ours = outputs.values()
     difference = max(float(jnp.max(jnp.abs(a.astype(jnp.float32) - b.astype(jnp.float32))))
                      for a, b in zip(jax.tree.leaves(reference), jax.tree.leaves(ours)))
-    wall = {name: [] for name in steps}
-    cpu = {name: [] for name in steps}
+    seconds = {name: [] for name in steps}  # (wall, CPU) of each call
     for _ in range(FLAGS.repeats):
         for name, step in steps.items():
-            start_wall, start_cpu = time.perf_counter(), time.process_time()
-            jax.block_until_ready(step(q, k, v))
-            wall[name].append(time.perf_counter() - start_wall)
-            cpu[name].append(time.process_time() - start_cpu)
+            seconds[name].append(report.wall_and_cpu_seconds(
+                lambda step=step: jax.block_until_ready(step(q, k, v))))
     figures = {"max_difference": difference}
-    for name in steps:
-        figures[f"{name}_wall_s"] = round(statistics.median(wall[name]), 4)
-        figures[f"{name}_cpu_s"] = round(statistics.median(cpu[name]), 4)
+    for name, calls in seconds.items():
+        wall, cpu = zip(*calls)
+        figures[f"{name}_wall_s"] = round(statistics.median(wall), 4)
+        figures[f"{name}_cpu_s"] = round(statistics.median(cpu), 4)
     theirs, mine = _FORMS
     figures["ratio_wall"] = round(figures[f"{theirs}_wall_s"] / figures[f"{mine}_wall_s"], 3)
     figures["ratio_cpu"] = round(figures[f"{theirs}_cpu_s"] / figures[f"{mine}_cpu_s"], 3)

@@ -29,6 +29,13 @@ def print_rows(columns, rows) -> None:
         print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
 
 
+def wall_and_cpu_seconds(run) -> tuple[float, float]:
+    """(wall, CPU) seconds of one call of `run`; CPU time counts every thread of this process."""
+    start_wall, start_cpu = time.perf_counter(), time.process_time()
+    run()
+    return time.perf_counter() - start_wall, time.process_time() - start_cpu
+
+
 def matmul_times(dtype: str, size: int, repeats: int) -> list[float]:
     """Seconds of `repeats` jitted square matmuls (after one warm-up), 2 n^3 FLOPs each.
 

@@ -24,7 +24,6 @@ import os
 import pathlib
 import statistics
 import sys
-import time
 
 from absl import app, flags
 
@@ -79,12 +78,8 @@ def time_part(tokens: int, spec: StackSpec, batch_size: int, repeats: int) -> di
 
     gradient = jax.jit(jax.grad(loss, argnums=(0, 1)))
     jax.block_until_ready(gradient(params, x))
-    wall, cpu = [], []
-    for _ in range(repeats):
-        start_wall, start_cpu = time.perf_counter(), time.process_time()
-        jax.block_until_ready(gradient(params, x))
-        wall.append(time.perf_counter() - start_wall)
-        cpu.append(time.process_time() - start_cpu)
+    wall, cpu = zip(*(report.wall_and_cpu_seconds(
+        lambda: jax.block_until_ready(gradient(params, x))) for _ in range(repeats)))
     return {"wall_s": statistics.median(wall), "cpu_s": statistics.median(cpu)}
 
 
